@@ -1,7 +1,7 @@
 """Keep the CLI help in README.md identical to the real ``--help`` output.
 
-    python scripts/readme_help.py          # rewrite README.md
-    python scripts/readme_help.py --check  # exit 1 when README.md is stale
+python scripts/readme_help.py          # rewrite README.md
+python scripts/readme_help.py --check  # exit 1 when README.md is stale
 """
 
 from __future__ import annotations
