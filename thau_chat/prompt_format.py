@@ -55,10 +55,8 @@ BASE_INTRO = (
 )
 
 SHORT_RULES = (
-    "Call a tool only when the user asks for what it does: to create an image, to run "
-    "code, or to look something up on the web. Otherwise answer directly. "
-    'To call one, write <TOOL:name>{"arg": "value"}</TOOL> and stop. '
-    "Image prompts are written in English."
+    "Only when the user asks to create an image, run code or search the web, reply with "
+    "<TOOL:name>{JSON arguments}</TOOL>; otherwise answer directly."
 )
 
 FULL_RULES = """\
@@ -76,33 +74,35 @@ Assistant: <TOOL:generate_image>{"prompt": "a red fox standing in fresh snow, de
 soft winter light"}</TOOL>"""
 
 
-def _tool_lines(tools: Iterable[Any], *, with_schema: bool) -> list[str]:
+def _tool_lines(tools: Iterable[Any]) -> list[str]:
     lines = []
     for tool in tools:
-        if with_schema:
-            schema = dumps(tool.parameters())
-            lines.append(f"- {tool.name}: {tool.description}\n  arguments: {schema}")
-        else:
-            lines.append(f"- {tool.signature()}: {tool.description.split('.')[0]}.")
+        schema = dumps(tool.parameters())
+        lines.append(f"- {tool.name}: {tool.description}\n  arguments: {schema}")
     return lines
+
+
+def _required(tool: Any) -> str:
+    names = [n for n, info in tool.args_model.model_fields.items() if info.is_required()]
+    return f"{tool.name}({', '.join(names)})"
 
 
 def system_prompt(tools: Sequence[Any], *, style: str = "short") -> str:
     """The system prompt describing ``tools`` (registry ``Tool`` objects).
 
-    ``short`` is what the fine-tuned THAU models are trained and served with;
-    ``full`` lists every JSON schema, for base models; ``native`` is for models
-    driven through a backend's ``tools`` API.
+    ``short`` is what the fine-tuned THAU models are trained and served with (they
+    learn the tools, so it stays a few dozen tokens); ``full`` lists every JSON schema,
+    for base models; ``native`` is for models driven through a backend's ``tools`` API.
     """
     if not tools:
         return BASE_INTRO
     if style == "native":
         return f"{BASE_INTRO} Use the provided tools only when the request needs them."
     if style == "full":
-        listing = "\n".join(_tool_lines(tools, with_schema=True))
+        listing = "\n".join(_tool_lines(tools))
         return f"{BASE_INTRO}\n\n{FULL_RULES}\n\nTools:\n{listing}"
-    listing = "\n".join(_tool_lines(tools, with_schema=False))
-    return f"{BASE_INTRO} {SHORT_RULES}\nTools:\n{listing}"
+    names = ", ".join(_required(tool) for tool in tools)
+    return f"{BASE_INTRO} Tools: {names}. {SHORT_RULES} Image prompts are in English."
 
 
 def message_text(message: Mapping[str, Any]) -> str:

@@ -1,0 +1,275 @@
+"""The dataset builder, its validator and its stats."""
+
+from __future__ import annotations
+
+import copy
+import json
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from thau_chat.prompt_format import (
+    format_tool_call,
+    format_tool_result,
+    render_chatml,
+    system_prompt,
+)
+from tools.registry import ToolRegistry
+from train import dataset
+from train.cli import main
+
+
+@pytest.fixture(scope="module")
+def registry() -> ToolRegistry:
+    return dataset.builtin_registry()
+
+
+@pytest.fixture(scope="module")
+def built(registry: ToolRegistry) -> dataset.Dataset:
+    return dataset.build(registry=registry)
+
+
+@pytest.fixture(scope="module")
+def system(registry: ToolRegistry) -> str:
+    return system_prompt(list(registry), style="short")
+
+
+def example(system: str, *turns: dict[str, Any], template: str = "t/one", **kw: Any) -> dict:
+    messages = [{"role": "system", "content": system}, *turns]
+    base = {"id": f"{template}-01", "template": template, "lang": "en", "kind": "x"}
+    base |= {"tool": None, "multi_turn": any(m["role"] == "tool" for m in messages)}
+    return base | kw | {"messages": messages}
+
+
+def user(text: str) -> dict[str, str]:
+    return {"role": "user", "content": text}
+
+
+def assistant(text: str) -> dict[str, str]:
+    return {"role": "assistant", "content": text}
+
+
+# -- the committed dataset -------------------------------------------------------------
+def test_committed_files_are_what_the_builder_makes(built: dataset.Dataset) -> None:
+    for name, part in (("train", built.train), ("valid", built.valid)):
+        committed = (dataset.OUT_DIR / f"{name}.jsonl").read_text("utf-8")
+        assert committed == dataset.dumps_jsonl(part), f"{name}.jsonl is stale: rebuild it"
+
+
+def test_build_is_deterministic(registry: ToolRegistry, built: dataset.Dataset) -> None:
+    again = dataset.build(registry=registry)
+    assert dataset.dumps_jsonl(again.train) == dataset.dumps_jsonl(built.train)
+    assert dataset.dumps_jsonl(again.valid) == dataset.dumps_jsonl(built.valid)
+    other = dataset.build(dataset.BuildConfig(seed=6), registry=registry)
+    assert dataset.dumps_jsonl(other.train) != dataset.dumps_jsonl(built.train)
+
+
+def test_built_dataset_passes_its_validator(built: dataset.Dataset, registry: ToolRegistry) -> None:
+    assert dataset.validate(built.train, built.valid, registry) == []
+
+
+def test_built_dataset_is_balanced(built: dataset.Dataset, system: str) -> None:
+    examples = built.examples
+    n = len(examples)
+    assert n >= 1200
+    tools = Counter(e["tool"] for e in examples)
+    assert 0.4 <= tools[None] / n <= 0.6
+    for name in dataset.TOOLS:
+        assert tools[name] >= 0.12 * n, name
+    langs = Counter(e["lang"] for e in examples)
+    assert set(langs) == {"es", "en"} and min(langs.values()) >= 0.45 * n
+    kinds = Counter(e["kind"] for e in examples)
+    for kind in ("neg_image", "neg_search", "neg_code"):
+        assert kinds[kind] >= 30, kind
+    multi = [e for e in examples if e["multi_turn"]]
+    assert len(multi) >= 80
+    assert {e["tool"] for e in multi} == set(dataset.TOOLS)
+    assert all(e["messages"][0] == {"role": "system", "content": system} for e in examples)
+    valid_tools = Counter(e["tool"] for e in built.valid)
+    assert set(valid_tools) == {None, *dataset.TOOLS}
+    assert 0.05 * n <= len(built.valid) <= 0.2 * n
+
+
+def test_tool_results_use_format_tool_result(built: dataset.Dataset) -> None:
+    results = [m for e in built.examples for m in e["messages"] if m["role"] == "tool"]
+    assert results
+    for message in results:
+        payload = json.loads(message["content"])
+        assert payload["tool"] == message["tool_name"]
+        again = format_tool_result(
+            payload["tool"], payload["ok"], payload.get("result"), payload.get("error")
+        )
+        assert message["content"] == again
+
+
+def test_spanish_image_requests_get_english_prompts(built: dataset.Dataset) -> None:
+    spanish = [e for e in built.examples if e["tool"] == "generate_image" and e["lang"] == "es"]
+    assert len(spanish) >= 80
+    for e in spanish:
+        body = e["messages"][2]["content"].split(">", 1)[1].removesuffix("</TOOL>")
+        prompt = json.loads(body)["prompt"]
+        assert prompt.isascii() and ", " in prompt, prompt
+
+
+def test_code_seeds_print_what_they_claim(tmp_path: Path) -> None:
+    """Each task's stdout (and, for failing ones, the error) is what Python gives."""
+    tasks = dataset.load_seeds()["code"]["tasks"]
+    assert len(tasks) >= 30
+    for task in tasks:
+        script = tmp_path / "main.py"
+        script.write_text(task["code"], "utf-8")
+        run = subprocess.run(
+            [sys.executable, "-I", str(script)], capture_output=True, text=True, timeout=30
+        )
+        assert run.stdout == task["stdout"], task["id"]
+        if task.get("error"):
+            assert run.returncode != 0
+            assert run.stderr.splitlines()[-1] == task["stderr"].splitlines()[-1], task["id"]
+            assert {"es", "en"} <= set(task), task["id"]
+        else:
+            assert run.returncode == 0, (task["id"], run.stderr)
+
+
+# -- the validator ---------------------------------------------------------------------
+def good_call(system: str) -> dict[str, Any]:
+    call = format_tool_call("web_search", {"query": "llama.cpp"})
+    return example(system, user("Search llama.cpp"), assistant(call), tool="web_search")
+
+
+def problems_of(system: str, registry: ToolRegistry, *examples: dict) -> list[str]:
+    return [p.message for p in dataset.validate(list(examples), [], registry)]
+
+
+def test_validator_accepts_good_examples(system: str, registry: ToolRegistry) -> None:
+    result = format_tool_result("web_search", True, {"results": []})
+    multi = example(
+        system,
+        user("Search llama.cpp news"),
+        assistant("Let me look. " + format_tool_call("web_search", {"query": "llama.cpp"})),
+        {"role": "tool", "content": result, "tool_name": "web_search"},
+        assistant("I found nothing."),
+        template="t/two",
+        tool="web_search",
+    )
+    plain = example(system, user("Hi"), assistant("Hello!"), template="t/three")
+    assert problems_of(system, registry, good_call(system), multi, plain) == []
+
+
+@pytest.mark.parametrize(
+    ("reply", "expected"),
+    [
+        ('<TOOL:web_search>{"query": "x"</TOOL>', "needed repair"),
+        ("<TOOL:web_search>[1, 2]</TOOL>", "bad tool call JSON"),
+        ('<TOOL:web_search>{"query": "x", "max_results": 50}</TOOL>', "invalid arguments"),
+        ('<TOOL:web_search>{"q": "x"}</TOOL>', "invalid arguments"),
+        ('<TOOL:draw_picture>{"prompt": "x"}</TOOL>', "unknown tool"),
+        ('<TOOL:web_search>{"query": "x"}</TOOL> and more', "exactly as format_tool_call"),
+        ('<TOOL:web_search>{"query": "x"}</TOOL>', "exactly as format_tool_call"),
+        ('<TOOL:generate_image>{"prompt":"un gato en la luna"}</TOOL>', "not English"),
+    ],
+)
+def test_validator_rejects_broken_calls(
+    system: str, registry: ToolRegistry, reply: str, expected: str
+) -> None:
+    name = reply.split(">", 1)[0].removeprefix("<TOOL:")
+    broken = example(system, user("Search x"), assistant(reply), tool=name)
+    found = problems_of(system, registry, broken)
+    assert any(expected in p for p in found), found
+
+
+def test_validator_rejects_a_wrong_system_prompt(system: str, registry: ToolRegistry) -> None:
+    full = system_prompt(list(registry), style="full")
+    found = problems_of(system, registry, good_call(full))
+    assert any("system_prompt" in p for p in found), found
+
+
+def test_validator_rejects_duplicates(system: str, registry: ToolRegistry) -> None:
+    first = good_call(system)
+    second = copy.deepcopy(first) | {"template": "t/other"}
+    second["messages"][1]["content"] = "  SEARCH   llama.cpp "
+    found = problems_of(system, registry, first, second)
+    assert any("duplicate user message" in p for p in found), found
+
+
+def test_validator_rejects_a_template_in_both_parts(system: str, registry: ToolRegistry) -> None:
+    train = good_call(system)
+    valid = example(system, user("Hello"), assistant("Hi!"), template=train["template"])
+    problems = dataset.validate([train], [valid], registry)
+    assert [p.where for p in problems] == ["split"]
+    assert "in both train and valid" in problems[0].message
+
+
+def test_validator_checks_labels_and_turns(system: str, registry: ToolRegistry) -> None:
+    mislabeled = good_call(system) | {"tool": None}
+    bad_result = example(
+        system,
+        user("Search x"),
+        assistant(format_tool_call("web_search", {"query": "x"})),
+        {"role": "tool", "content": '{"ok": true}', "tool_name": "web_search"},
+        assistant("Done."),
+        template="t/r",
+        tool="web_search",
+    )
+    no_result = example(
+        system,
+        user("Search y"),
+        assistant(format_tool_call("web_search", {"query": "y"})),
+        assistant("Done."),
+        template="t/n",
+        tool="web_search",
+    )
+    found = problems_of(system, registry, mislabeled, bad_result, no_result)
+    assert any("tool field" in p for p in found)
+    assert any("format_tool_result" in p for p in found)
+    assert any("expected assistant, tool" in p for p in found)
+
+
+def test_read_jsonl_names_the_bad_line(tmp_path: Path) -> None:
+    path = tmp_path / "train.jsonl"
+    path.write_text('{"a": 1}\n{not json\n', "utf-8")
+    with pytest.raises(dataset.DatasetError, match=r"train.jsonl:2"):
+        dataset.read_jsonl(path)
+
+
+# -- stats -------------------------------------------------------------------------------
+def test_stats_counts(system: str) -> None:
+    call = good_call(system) | {"lang": "es", "kind": "search"}
+    plain = example(system, user("¿Qué es un píxel?"), assistant("Un punto."), kind="neg_image")
+    counter = dataset.TokenCounter(use_model=False)
+    result = dataset.stats([call], [plain], counter).as_dict()
+    assert result["total"] == 2 and result["by_part"] == {"train": 1, "valid": 1}
+    assert result["by_tool"] == {"none": 1, "web_search": 1}
+    assert result["by_lang"] == {"en": 1, "es": 1}
+    assert result["hard_negatives"] == 1 and result["multi_turn"] == 0
+    assert result["token_method"].startswith("estimate")
+    assert result["tokens"]["max"] > result["tokens_without_system"]["max"] > 0
+    assert result["over_256"] == sum(
+        counter(render_chatml(e["messages"], add_generation_prompt=False)) > 256
+        for e in (call, plain)
+    )
+
+
+# -- the command line ----------------------------------------------------------------------
+def test_cli_build_validate_stats(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "ds"
+    assert main(["dataset", "build", "--out", str(out)]) == 0
+    for name in ("train", "valid"):
+        committed = (dataset.OUT_DIR / f"{name}.jsonl").read_bytes()
+        assert (out / f"{name}.jsonl").read_bytes() == committed
+    assert main(["dataset", "build", "--check", "--out", str(out)]) == 0
+    assert main(["dataset", "validate", str(out)]) == 0
+    capsys.readouterr()
+    assert main(["dataset", "stats", str(out), "--json", "--estimate"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["total"] == sum(1 for _ in (out / "train.jsonl").open()) + sum(
+        1 for _ in (out / "valid.jsonl").open()
+    )
+    with (out / "valid.jsonl").open("a", encoding="utf-8") as fh:
+        fh.write((out / "train.jsonl").read_text("utf-8").splitlines()[0] + "\n")
+    assert main(["dataset", "validate", str(out)]) == 1
+    assert "duplicate user message" in capsys.readouterr().out
+    assert main(["dataset", "build", "--check", "--out", str(out)]) == 1
