@@ -1,0 +1,10 @@
+"""THAU's image-generation server: FastAPI in front of a diffusers pipeline.
+
+``create_app(settings, pipeline=None)`` builds the app; ``thau-vision serve`` runs it.
+torch and diffusers are imported only when a model is loaded.
+"""
+
+from vision_server.app import create_app
+from vision_server.settings import VisionSettings, load_settings
+
+__all__ = ["VisionSettings", "create_app", "load_settings"]

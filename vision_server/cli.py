@@ -1,0 +1,98 @@
+"""``thau-vision``: the command line of the vision server."""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import logging
+import sys
+from collections.abc import Sequence
+
+from thau_chat.errors import ConfigError
+from vision_server.schedulers import SCHEDULER_NAMES
+
+log = logging.getLogger("vision_server")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="thau-vision",
+        description="THAU's image-generation server (FastAPI + diffusers).",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    serve = commands.add_parser(
+        "serve",
+        help="run the HTTP server",
+        description="Run the server. Each option can also come from a THAU_VISION_* variable "
+        "or the [vision] table of config.toml; options given here win.",
+    )
+    serve.add_argument("--host", help="address to bind (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="port (default 8000)")
+    serve.add_argument(
+        "--model", help="hub id, local diffusers folder, or a .safetensors/.ckpt file"
+    )
+    serve.add_argument(
+        "--pipeline-config",
+        help="diffusers folder or hub id with the configs of a single-file model",
+    )
+    serve.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"])
+    serve.add_argument("--dtype", choices=["auto", "float32", "float16", "bfloat16"])
+    serve.add_argument("--scheduler", choices=SCHEDULER_NAMES, help="default scheduler")
+    serve.add_argument("--images-dir", help="where images are saved (default <data dir>/images)")
+    serve.add_argument("--rate-limit", type=int, help="generation requests/minute/client, 0: off")
+    serve.add_argument("--queue-size", type=int, help="requests that may wait (default 4)")
+    serve.add_argument("--max-images", type=int, help="most images per request (default 4)")
+    serve.add_argument("--cors-origins", help="comma-separated allowed origins (default: off)")
+    serve.add_argument("--threads", type=int, help="torch CPU threads")
+    serve.add_argument("--log-level", choices=["critical", "error", "warning", "info", "debug"])
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command == "serve":
+        return serve(args)
+    return 2  # argparse already refused anything else
+
+
+def serve(args: argparse.Namespace) -> int:
+    """Load the settings, build the app and run uvicorn until interrupted."""
+    import uvicorn
+
+    from vision_server.app import create_app
+    from vision_server.settings import load_settings
+
+    overrides = {key: value for key, value in vars(args).items() if key != "command"}
+    try:
+        settings = load_settings(**overrides)
+    except ConfigError as exc:
+        print(f"thau-vision: {exc}", file=sys.stderr)
+        return 2
+    logging.basicConfig(
+        level=settings.log_level.upper(), format="%(levelname)s %(name)s: %(message)s"
+    )
+    if not _is_loopback(settings.host) and settings.api_key is None:
+        log.warning(
+            "binding %s without an API key: anyone who can reach this address can generate "
+            "images. Set THAU_VISION_API_KEY.",
+            settings.host,
+        )
+    if not settings.model:
+        log.warning("no model configured: /health reports not ready and generation answers 503")
+    uvicorn.run(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level,
+        server_header=False,
+    )
+    return 0
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False

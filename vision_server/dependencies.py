@@ -1,0 +1,16 @@
+"""Shared FastAPI dependencies."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from vision_server.service import VisionService
+
+
+def get_service(request: Request) -> VisionService:
+    return request.app.state.service
+
+
+Service = Annotated[VisionService, Depends(get_service)]

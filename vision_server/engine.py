@@ -1,0 +1,114 @@
+"""Running one generation on a loaded pipeline (called from the single worker thread)."""
+
+from __future__ import annotations
+
+import inspect
+import secrets
+import time
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from vision_server.errors import GenerationFailed, OutOfMemory
+from vision_server.schedulers import build_scheduler
+
+MAX_SEED = 2**32 - 1
+
+
+def random_seed() -> int:
+    return secrets.randbelow(MAX_SEED + 1)
+
+
+@dataclass(frozen=True)
+class GenerationParams:
+    """What one image is made from; the same values give the same image."""
+
+    prompt: str
+    negative_prompt: str | None = None
+    num_inference_steps: int = 30
+    guidance_scale: float = 7.5
+    width: int = 512
+    height: int = 512
+    seed: int = 0
+    scheduler: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class GeneratedImage:
+    """A PIL image and how it was made."""
+
+    image: Any
+    params: GenerationParams
+    scheduler: str
+    duration_s: float
+    nsfw_filtered: bool = False
+
+
+class ImageGenerator:
+    """Wraps a diffusers pipeline. Not thread-safe: call it from one thread at a time."""
+
+    def __init__(self, pipeline: Any, *, source: str, device: str, dtype: str) -> None:
+        self.pipeline = pipeline
+        self.source = source
+        self.device = device
+        self.dtype = dtype
+        self._default_scheduler = pipeline.scheduler
+        self._accepts_negative = (
+            "negative_prompt" in inspect.signature(pipeline.__call__).parameters
+        )
+
+    @classmethod
+    def from_pipeline(cls, pipeline: Any, *, source: str = "in-memory pipeline") -> ImageGenerator:
+        """Wrap a pipeline built in code (tests, benchmarks)."""
+        if hasattr(pipeline, "set_progress_bar_config"):
+            pipeline.set_progress_bar_config(disable=True)
+        device = str(getattr(pipeline, "device", "cpu"))
+        dtype = str(getattr(pipeline, "dtype", "float32")).removeprefix("torch.")
+        return cls(pipeline, source=source, device=device, dtype=dtype)
+
+    def scheduler_name(self, requested: str | None) -> str:
+        return requested or type(self._default_scheduler).__name__
+
+    def generate(self, params: GenerationParams) -> GeneratedImage:
+        """Make one image; the CPU generator seeded with ``params.seed`` makes it repeatable."""
+        import torch
+
+        self.pipeline.scheduler = (
+            build_scheduler(params.scheduler, self._default_scheduler.config)
+            if params.scheduler
+            else self._default_scheduler
+        )
+        kwargs: dict[str, Any] = {
+            "prompt": params.prompt,
+            "num_inference_steps": params.num_inference_steps,
+            "guidance_scale": params.guidance_scale,
+            "width": params.width,
+            "height": params.height,
+            "generator": torch.Generator("cpu").manual_seed(params.seed),
+            "output_type": "pil",
+        }
+        if self._accepts_negative and params.negative_prompt:
+            kwargs["negative_prompt"] = params.negative_prompt
+        started = time.perf_counter()
+        try:
+            with torch.inference_mode():
+                result = self.pipeline(**kwargs)
+        except torch.cuda.OutOfMemoryError as exc:
+            raise OutOfMemory(
+                f"the {self.device} device ran out of memory at {params.width}x{params.height}; "
+                "try a smaller size"
+            ) from exc
+        except Exception as exc:
+            raise GenerationFailed(f"generation failed: {type(exc).__name__}: {exc}") from exc
+        finally:
+            self.pipeline.scheduler = self._default_scheduler
+        flagged = getattr(result, "nsfw_content_detected", None) or [False]
+        return GeneratedImage(
+            image=result.images[0],
+            params=params,
+            scheduler=self.scheduler_name(params.scheduler),
+            duration_s=time.perf_counter() - started,
+            nsfw_filtered=bool(flagged[0]),
+        )

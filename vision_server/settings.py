@@ -1,0 +1,119 @@
+"""Settings of the vision server: flags > ``THAU_VISION_*`` variables > ``[vision]`` in
+``config.toml`` > defaults."""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    InitSettingsSource,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
+
+from thau_chat import paths
+from thau_chat.errors import ConfigError
+from vision_server.schedulers import SchedulerName
+
+DeviceName = Literal["auto", "cpu", "cuda", "mps"]
+DtypeName = Literal["auto", "float32", "float16", "bfloat16"]
+
+TOML_TABLE = "vision"
+
+
+def default_images_dir() -> Path:
+    """``<data dir>/images``; the data dir comes from ``thau_chat.paths``."""
+    return paths.data_dir() / "images"
+
+
+class VisionSettings(BaseSettings):
+    """Everything ``thau-vision serve`` can be told."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="THAU_VISION_", extra="ignore", validate_default=True
+    )
+
+    host: str = Field("127.0.0.1", description="address to bind; keep 127.0.0.1 unless needed")
+    port: int = Field(8000, ge=1, le=65535)
+    model: str | None = Field(
+        None, description="hub id, local diffusers folder, or a .safetensors/.ckpt file"
+    )
+    pipeline_config: str | None = Field(
+        None,
+        description="diffusers folder or hub id holding the configs for a single-file model "
+        "(needed offline)",
+    )
+    device: DeviceName = "auto"
+    dtype: DtypeName = "auto"
+    scheduler: SchedulerName | None = Field(None, description="default scheduler; None: model's")
+    images_dir: Path = Field(default_factory=default_images_dir)
+    api_key: SecretStr | None = Field(None, description="bearer key required when set")
+    rate_limit: int = Field(30, ge=0, description="generation requests per minute per client")
+    queue_size: int = Field(4, ge=0, le=1000, description="requests waiting behind the running one")
+    max_body_bytes: int = Field(65536, ge=1024, description="largest accepted request body")
+    max_images: int = Field(4, ge=1, le=16, description="most images one request may ask for")
+    cors_origins: str = Field("", description="comma-separated origins; empty: CORS off")
+    threads: int | None = Field(None, ge=1, le=256, description="torch CPU threads")
+    log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"
+
+    @field_validator("model", "pipeline_config", mode="before")
+    @classmethod
+    def _blank_is_none(cls, value: Any) -> Any:
+        if isinstance(value, str) and not value.strip():
+            return None
+        return value
+
+    @field_validator("api_key", mode="before")
+    @classmethod
+    def _blank_key_is_none(cls, value: Any) -> Any:
+        return None if value == "" else value
+
+    @property
+    def cors_origin_list(self) -> list[str]:
+        return [origin.strip() for origin in self.cors_origins.split(",") if origin.strip()]
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        toml = InitSettingsSource(settings_cls, init_kwargs=read_toml_table())
+        return (init_settings, env_settings, toml)
+
+
+def read_toml_table() -> dict[str, Any]:
+    """The ``[vision]`` table of ``config.toml`` (empty when the file or table is absent)."""
+    path = paths.config_file()
+    if not path.is_file():
+        return {}
+    with path.open("rb") as handle:
+        table = tomllib.load(handle).get(TOML_TABLE, {})
+    if not isinstance(table, dict):
+        raise ValueError(f"[{TOML_TABLE}] must be a table")
+    return table
+
+
+def load_settings(**overrides: Any) -> VisionSettings:
+    """Build the settings; ``overrides`` are flags (``None`` means not given)."""
+    given = {key: value for key, value in overrides.items() if value is not None}
+    try:
+        return VisionSettings(**given)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or 'config'}: {err['msg']}"
+            for err in exc.errors()
+        )
+        raise ConfigError(
+            f"Invalid vision settings ({problems}). Check flags, THAU_VISION_* variables and "
+            f"the [{TOML_TABLE}] table of {paths.config_file()}."
+        ) from None
+    except (OSError, ValueError) as exc:  # unreadable or malformed TOML
+        raise ConfigError(f"Cannot read {paths.config_file()}: {exc}") from None
