@@ -1,0 +1,168 @@
+"""``thau-export``: adapters and merged models to GGUF, Modelfiles, Ollama, versions."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from export.errors import ExportError
+from thau_chat.errors import ThauError
+
+
+def _default_base() -> Path:
+    from thau_chat.backends.embedded import default_model_path
+
+    return default_model_path()
+
+
+def _size(n: int) -> str:
+    return f"{n / 1e6:.1f} MB" if n >= 1e5 else f"{n / 1e3:.1f} kB"
+
+
+def cmd_adapter(args: argparse.Namespace) -> int:
+    from export.gguf_adapter import export_adapter
+
+    base = args.base or _default_base()
+    done = export_adapter(args.adapter, base, args.out, outtype=args.outtype)
+    print(
+        f"Wrote {done.path} ({done.tensors} tensors, alpha {done.alpha:g}, "
+        f"{done.arch}, {_size(done.bytes)})."
+    )
+    return 0
+
+
+def cmd_merged(args: argparse.Namespace) -> int:
+    from export.gguf_merge import export_merged_gguf, export_merged_safetensors
+
+    base = args.base or _default_base()
+    if args.format == "safetensors":
+        if not args.adapter:
+            raise ExportError("--format safetensors needs --adapter.")
+        done = export_merged_safetensors(args.adapter, base, args.out)
+    else:
+        done = export_merged_gguf(args.adapter, base, args.out, outtype=args.outtype)
+    print(
+        f"Wrote {done.path} ({done.outtype}, {done.merged_tensors} tensors merged, "
+        f"{_size(done.bytes)})."
+    )
+    return 0
+
+
+def cmd_modelfile(args: argparse.Namespace) -> int:
+    from export.modelfile import MODELFILES_DIR, build_modelfile, render_presets
+
+    if args.all:
+        for path in render_presets(Path(args.out) if args.out else MODELFILES_DIR):
+            print(f"Wrote {path}")
+        return 0
+    text = build_modelfile(args.preset, adapter=args.adapter, from_=args.from_).render()
+    if not args.out or args.out == "-":
+        sys.stdout.write(text)
+        return 0
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(text, encoding="utf-8")
+    print(f"Wrote {out}")
+    return 0
+
+
+def cmd_ollama(args: argparse.Namespace) -> int:
+    from export.ollama_register import register
+    from export.versions import scalar_metrics
+
+    metrics = {}
+    if args.metrics:
+        try:
+            metrics = scalar_metrics(json.loads(Path(args.metrics).read_text(encoding="utf-8")))
+        except (OSError, json.JSONDecodeError) as exc:
+            raise ExportError(f"--metrics {args.metrics} is not a readable JSON file.") from exc
+    done = register(
+        args.name,
+        adapter=Path(args.adapter) if args.adapter else None,
+        from_=args.from_,
+        host=args.host,
+        metrics=metrics,
+        alias=not args.no_alias,
+        on_status=lambda status: print(f"  {status}"),
+    )
+    if not done.created:
+        print(f"No Ollama server answers; the Modelfile is at {done.modelfile}. Run:")
+        print(done.command)
+        return 0
+    names = ", ".join([done.version.name, *done.aliases])
+    print(f"Created {names} in Ollama at {done.version.ollama_host}.")
+    return 0
+
+
+def cmd_versions(args: argparse.Namespace) -> int:
+    from dataclasses import asdict
+
+    from export.versions import VersionRegistry, format_versions
+
+    versions = VersionRegistry().list(args.size)
+    if args.json:
+        print(json.dumps([asdict(v) for v in versions], indent=2, ensure_ascii=False))
+    else:
+        print(format_versions(versions))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="thau-export", description="Export THAU LoRA adapters to GGUF and Ollama."
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    adapter = sub.add_parser("adapter", help="a peft adapter as a llama.cpp GGUF LoRA")
+    adapter.add_argument("--adapter", required=True, help="peft adapter folder")
+    adapter.add_argument("--base", help="base GGUF (default: the SmolLM2-135M GGUF)")
+    adapter.add_argument("--out", required=True, help="GGUF file to write")
+    adapter.add_argument("--outtype", choices=("f32", "f16"), default="f32")
+    adapter.set_defaults(run=cmd_adapter)
+
+    merged = sub.add_parser("merged", help="base plus adapter merged into one model")
+    merged.add_argument("--adapter", help="peft adapter folder (none: only convert the base)")
+    merged.add_argument("--base", help="base GGUF (default: the SmolLM2-135M GGUF)")
+    merged.add_argument("--out", required=True, help="GGUF file or folder to write")
+    merged.add_argument("--outtype", choices=("f32", "f16", "q8_0"), default="f16")
+    merged.add_argument("--format", choices=("gguf", "safetensors"), default="gguf")
+    merged.set_defaults(run=cmd_merged)
+
+    modelfile = sub.add_parser("modelfile", help="render an Ollama Modelfile")
+    modelfile.add_argument("--preset", default="thau-135m", help="thau-135m, thau-360m, ...")
+    modelfile.add_argument("--adapter", help="GGUF LoRA for the ADAPTER line")
+    modelfile.add_argument("--from", dest="from_", help="FROM (default: the preset's base)")
+    modelfile.add_argument("--out", help="file to write (default: stdout)")
+    modelfile.add_argument(
+        "--all", action="store_true", help="render every preset into Modelfiles/ (or --out)"
+    )
+    modelfile.set_defaults(run=cmd_modelfile)
+
+    ollama = sub.add_parser("ollama", help="create the next thau-<size>-vN in Ollama")
+    ollama.add_argument("--name", default="thau-135m", help="preset (default: thau-135m)")
+    ollama.add_argument("--host", help="Ollama URL (default: $OLLAMA_HOST or localhost:11434)")
+    ollama.add_argument("--adapter", help="GGUF LoRA (default: the preset's adapter file)")
+    ollama.add_argument("--from", dest="from_", help="Ollama base model")
+    ollama.add_argument("--metrics", help="eval report JSON to keep with the version")
+    ollama.add_argument(
+        "--no-alias", action="store_true", help="do not point the plain name at the new version"
+    )
+    ollama.set_defaults(run=cmd_ollama)
+
+    versions = sub.add_parser("versions", help="list the recorded model versions")
+    versions.add_argument("--size", help="only this size, e.g. 135m")
+    versions.add_argument("--json", action="store_true")
+    versions.set_defaults(run=cmd_versions)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.run(args))
+    except ThauError as exc:
+        print(f"thau-export: {exc}", file=sys.stderr)
+        return 1
