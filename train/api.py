@@ -1,0 +1,342 @@
+"""The training service's REST API: ``create_app(service, ...)`` builds the FastAPI app.
+
+Reads (``GET``) are open to the bound interface; every write (``POST``) needs
+``Authorization: Bearer <THAU_TRAIN_API_KEY>`` when a key is configured, and a key must be
+configured when the server binds beyond localhost (:func:`check_bind`). Every client gets
+a request budget per minute, bodies are capped, and pydantic models check every input.
+"""
+
+from __future__ import annotations
+
+import hmac
+import ipaddress
+import math
+import time
+from collections import deque
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any, Literal
+
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request, status
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from thau_chat.errors import ConfigError
+from train.queue import MAX_TEXT, Example, InvalidExample, normalize
+from train.service import Scheduler, TrainingService
+
+API_KEY_ENV = "THAU_TRAIN_API_KEY"
+MAX_BATCH = 500
+
+
+# -- models at the edge --------------------------------------------------------------------
+class ToolCallIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(pattern=r"^[a-z_][a-z0-9_]*$", max_length=64)
+    arguments: dict[str, Any] = Field(default_factory=dict)
+
+
+class MessageIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    role: Literal["system", "user", "assistant", "tool"]
+    content: str = Field(default="", max_length=MAX_TEXT)
+    tool_calls: list[ToolCallIn] | None = Field(default=None, max_length=8)
+    tool_name: str | None = Field(default=None, max_length=64)
+
+
+class ExampleIn(BaseModel):
+    """``{instruction, input?, output}`` or ``{messages}``, plus optional ``metadata``."""
+
+    model_config = ConfigDict(extra="forbid")
+    instruction: str | None = Field(default=None, min_length=1, max_length=MAX_TEXT)
+    input: str | None = Field(default=None, max_length=MAX_TEXT)
+    output: str | None = Field(default=None, min_length=1, max_length=MAX_TEXT)
+    messages: list[MessageIn] | None = Field(default=None, min_length=2, max_length=64)
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def one_form(self) -> ExampleIn:
+        if self.messages is None and (self.instruction is None or self.output is None):
+            raise ValueError("give instruction and output, or messages")
+        if self.messages is not None and (self.instruction or self.output or self.input):
+            raise ValueError("give either messages or instruction/output, not both")
+        return self
+
+
+class BatchIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    examples: list[ExampleIn] = Field(min_length=1, max_length=MAX_BATCH)
+
+
+class AddOut(BaseModel):
+    id: int
+    duplicate: bool
+    pending: int
+
+
+class BatchOut(BaseModel):
+    added: int
+    duplicates: int
+    ids: list[int]
+    pending: int
+
+
+class ActionOut(BaseModel):
+    ok: bool
+    message: str
+
+
+# -- security ------------------------------------------------------------------------------
+def is_loopback(host: str) -> bool:
+    """Whether binding ``host`` keeps the server on this machine."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def check_bind(host: str, api_key: str | None) -> None:
+    """Refuse to serve beyond localhost without an API key."""
+    if not is_loopback(host) and not api_key:
+        raise ConfigError(
+            f"Binding {host} exposes the training API beyond this machine; set "
+            f"{API_KEY_ENV} to a secret token first, or bind 127.0.0.1."
+        )
+
+
+def require_key(request: Request) -> None:
+    """Dependency of every write: the bearer token must match, when one is configured."""
+    expected: str | None = request.app.state.api_key
+    if not expected:
+        return
+    scheme, _, given = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not hmac.compare_digest(
+        given.strip().encode(), expected.encode()
+    ):
+        raise HTTPException(
+            status.HTTP_401_UNAUTHORIZED,
+            detail=f"send `Authorization: Bearer <token>` with the server's {API_KEY_ENV}",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+
+
+class RateLimiter:
+    """At most ``limit`` requests per client in any ``window_s`` seconds (0: no limit)."""
+
+    def __init__(self, limit: int, window_s: float = 60.0) -> None:
+        self.limit = limit
+        self.window_s = window_s
+        self._hits: dict[str, deque[float]] = {}
+
+    def check(self, client: str) -> float | None:
+        """Count a request; the seconds to wait when over the limit, else ``None``."""
+        if self.limit <= 0:
+            return None
+        now = time.monotonic()
+        hits = self._hits.setdefault(client, deque())
+        while hits and now - hits[0] >= self.window_s:
+            hits.popleft()
+        if len(hits) >= self.limit:
+            return self.window_s - (now - hits[0])
+        hits.append(now)
+        if len(self._hits) > 10_000:  # forget idle clients
+            self._hits = {key: value for key, value in self._hits.items() if value}
+        return None
+
+
+def rate_limit(request: Request) -> None:
+    """Dependency of every route: the client's per-minute budget."""
+    limiter: RateLimiter = request.app.state.rate_limiter
+    wait = limiter.check(request.client.host if request.client else "unknown")
+    if wait is not None:
+        raise HTTPException(
+            status.HTTP_429_TOO_MANY_REQUESTS,
+            detail=f"rate limit: {limiter.limit} requests per {limiter.window_s:g} s",
+            headers={"Retry-After": str(max(1, math.ceil(wait)))},
+        )
+
+
+class BodyLimit:
+    """ASGI middleware: 413 for a request body over ``max_bytes`` (declared or sent)."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope.get("headers", [])).get(b"content-length", b"0").decode()
+        if declared.isdigit() and int(declared) > self.max_bytes:
+            await self._refuse(scope, receive, send)
+            return
+        chunks: list[bytes] = []
+        size = 0
+        while True:  # bodies here are small: read it all (up to the cap), then replay it
+            message = await receive()
+            if message["type"] != "http.request":
+                break
+            size += len(message.get("body", b""))
+            if size > self.max_bytes:
+                await self._refuse(scope, receive, send)
+                return
+            chunks.append(message.get("body", b""))
+            if not message.get("more_body", False):
+                break
+        replayed = False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if replayed:
+                return await receive()
+            replayed = True
+            return {"type": "http.request", "body": b"".join(chunks), "more_body": False}
+
+        await self.app(scope, replay, send)
+
+    async def _refuse(self, scope: Scope, receive: Receive, send: Send) -> None:
+        response = JSONResponse(
+            {"detail": f"request body larger than {self.max_bytes} bytes"}, status_code=413
+        )
+        await response(scope, receive, send)
+
+
+# -- routes --------------------------------------------------------------------------------
+router = APIRouter(dependencies=[Depends(rate_limit)])
+WRITES = [Depends(require_key)]
+
+
+def _service(request: Request) -> TrainingService:
+    return request.app.state.service
+
+
+def _scheduler(request: Request) -> Scheduler:
+    return request.app.state.scheduler
+
+
+def _example(example: ExampleIn, where: str = "") -> Example:
+    try:
+        return normalize(example.model_dump(exclude_none=True))
+    except InvalidExample as exc:
+        raise HTTPException(422, f"{where}{exc}") from None
+
+
+@router.get("/status", summary="the current version, the queue and the scheduler")
+def get_status(request: Request) -> dict[str, Any]:
+    scheduler = _scheduler(request)
+    out = _service(request).status()
+    out["scheduler"] = {
+        "running": scheduler.running,
+        "next_run": scheduler.next_run,
+        "busy": scheduler.busy,
+    }
+    return out
+
+
+@router.get("/stats", summary="examples by status, versions and recent cycles")
+def get_stats(request: Request) -> dict[str, Any]:
+    return _service(request).stats()
+
+
+@router.post("/training/add", dependencies=WRITES, status_code=201, response_model=AddOut)
+def add_example(example: ExampleIn, request: Request) -> AddOut:
+    """Queue one example (a duplicate returns the id it already has)."""
+    store = _service(request).store
+    new_id, new = store.add(_example(example))
+    return AddOut(id=new_id, duplicate=not new, pending=store.counts()["pending"])
+
+
+@router.post("/training/batch", dependencies=WRITES, status_code=201, response_model=BatchOut)
+def add_batch(batch: BatchIn, request: Request) -> BatchOut:
+    """Queue many examples at once: all of them, or none when one is invalid."""
+    store = _service(request).store
+    examples = [_example(e, f"examples[{i}]: ") for i, e in enumerate(batch.examples)]
+    result = store.add_many(examples)
+    return BatchOut(
+        added=result.added,
+        duplicates=result.duplicates,
+        ids=result.ids,
+        pending=store.counts()["pending"],
+    )
+
+
+@router.post("/training/force", dependencies=WRITES, status_code=202, response_model=ActionOut)
+def force_training(request: Request) -> ActionOut:
+    """Start a cycle now on every pending example, below the threshold too."""
+    scheduler = _scheduler(request)
+    if scheduler.busy:
+        raise HTTPException(status.HTTP_409_CONFLICT, "a training cycle is already running")
+    if _service(request).store.counts()["pending"] == 0:
+        raise HTTPException(status.HTTP_409_CONFLICT, "no pending examples to train on")
+    if not scheduler.trigger():
+        raise HTTPException(status.HTTP_409_CONFLICT, "a training cycle is already running")
+    return ActionOut(ok=True, message="training cycle started; follow it with GET /status")
+
+
+@router.get("/examples/pending", summary="pending examples, oldest first")
+def pending_examples(
+    request: Request,
+    limit: int = Query(50, ge=1, le=500),
+    offset: int = Query(0, ge=0),
+) -> dict[str, Any]:
+    store = _service(request).store
+    return {
+        "total": store.counts()["pending"],
+        "limit": limit,
+        "offset": offset,
+        "examples": [row.as_dict() for row in store.select("pending", limit, offset)],
+    }
+
+
+@router.post("/service/start", dependencies=WRITES, response_model=ActionOut)
+def start_scheduler(request: Request) -> ActionOut:
+    started = _scheduler(request).start()
+    return ActionOut(ok=True, message="scheduler started" if started else "already running")
+
+
+@router.post("/service/stop", dependencies=WRITES, response_model=ActionOut)
+def stop_scheduler(request: Request, cancel: bool = False) -> ActionOut:
+    """Stop the schedule; ``?cancel=true`` also kills a running training."""
+    stopped = _scheduler(request).stop(cancel=cancel)
+    return ActionOut(ok=True, message="scheduler stopped" if stopped else "was not running")
+
+
+def create_app(
+    service: TrainingService,
+    *,
+    api_key: str | None = None,
+    host: str = "127.0.0.1",
+    scheduler: Scheduler | None = None,
+    start_scheduler: bool = False,
+    rate_limit_per_minute: int = 120,
+    max_body_bytes: int = 2 * 1024 * 1024,
+) -> FastAPI:
+    """The app over ``service``. ``host`` is where it will bind (see :func:`check_bind`);
+    ``start_scheduler`` starts the schedule with the app, which stops it on shutdown."""
+    check_bind(host, api_key)
+    scheduler = scheduler or Scheduler(service)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if start_scheduler:
+            scheduler.start()
+        yield
+        scheduler.stop()
+
+    app = FastAPI(
+        title="THAU training service",
+        summary="Queue examples, train LoRA versions incrementally, promote what evaluates well",
+        version="0.1.0",
+        lifespan=lifespan,
+    )
+    app.state.service = service
+    app.state.scheduler = scheduler
+    app.state.api_key = api_key or None
+    app.state.rate_limiter = RateLimiter(rate_limit_per_minute)
+    app.include_router(router)
+    app.add_middleware(BodyLimit, max_bytes=max_body_bytes)
+    return app

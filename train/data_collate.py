@@ -1,0 +1,186 @@
+"""Examples to token batches: labels on assistant output only, length-grouped batches.
+
+Each example's messages are rendered with :func:`thau_chat.prompt_format.render_chatml`
+and tokenized with character offsets; a token is labelled when it overlaps one of
+:func:`thau_chat.prompt_format.assistant_spans` (assistant content plus its closing
+``<|im_end|>``). Everything else (system, user, tool results, role headers, padding) has
+label ``-100`` and carries no loss.
+
+Every example of the tool-calling set starts with the same system prompt, most of its
+tokens. :class:`PadToLongest` measures the prefix that a batch shares, so that the loss
+can run it once for the whole batch (:class:`train.trainer.AssistantLoss`).
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from thau_chat.prompt_format import assistant_spans, render_chatml
+
+IGNORE = -100  # the label of a token that carries no loss
+
+
+@dataclass
+class Encoded:
+    """One tokenized example."""
+
+    input_ids: list[int]
+    labels: list[int]
+    truncated: bool = False
+
+    def __len__(self) -> int:
+        return len(self.input_ids)
+
+    @property
+    def first_label(self) -> int:
+        return next(i for i, label in enumerate(self.labels) if label != IGNORE)
+
+
+@dataclass
+class EncodedSet:
+    """A tokenized split, and what cutting it at ``max_length`` cost."""
+
+    examples: list[Encoded] = field(default_factory=list)
+    truncated: int = 0  # examples cut at max_length (kept: a label survived)
+    dropped: int = 0  # examples with no assistant token left after the cut
+
+    @property
+    def tokens(self) -> int:
+        return sum(len(e) for e in self.examples)
+
+    @property
+    def label_tokens(self) -> int:
+        return sum(sum(label != IGNORE for label in e.labels) for e in self.examples)
+
+
+def encode_example(
+    messages: Sequence[Mapping[str, Any]], tokenizer: Any, max_length: int
+) -> Encoded | None:
+    """Token ids and labels of one conversation; ``None`` when no label survives the cut."""
+    text = render_chatml(messages, add_generation_prompt=False)
+    spans = assistant_spans(messages)
+    encoding = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+    ids: list[int] = encoding["input_ids"]
+    labels = [IGNORE] * len(ids)
+    span = 0
+    for i, (start, end) in enumerate(encoding["offset_mapping"]):
+        while span < len(spans) and spans[span][1] <= start:
+            span += 1
+        if span < len(spans) and start < spans[span][1] and end > spans[span][0]:
+            labels[i] = ids[i]
+    truncated = len(ids) > max_length
+    ids, labels = ids[:max_length], labels[:max_length]
+    if all(label == IGNORE for label in labels[1:]):  # position 0 is never predicted
+        return None
+    return Encoded(ids, labels, truncated)
+
+
+def encode_examples(
+    examples: Sequence[Mapping[str, Any]], tokenizer: Any, max_length: int
+) -> EncodedSet:
+    """Tokenize every example of a split (``{"messages": [...]}`` objects)."""
+    out = EncodedSet()
+    for example in examples:
+        encoded = encode_example(example["messages"], tokenizer, max_length)
+        if encoded is None:
+            out.dropped += 1
+            continue
+        out.truncated += encoded.truncated
+        out.examples.append(encoded)
+    return out
+
+
+class LengthGroupedBatches:
+    """Batches of similar length, so that padding stays small.
+
+    Each epoch: shuffle the examples (seeded by ``seed`` and the epoch), cut them into
+    buckets of ``group_size`` batches, sort each bucket by length, cut it into batches,
+    and shuffle the order of all batches. The order depends only on ``seed`` and the
+    epoch, so a resumed run sees the same batches as an uninterrupted one.
+    With ``shuffle=False`` (validation) the batches simply follow length order.
+    """
+
+    def __init__(
+        self,
+        lengths: Sequence[int],
+        batch_size: int,
+        *,
+        seed: int = 0,
+        group_size: int = 16,
+        shuffle: bool = True,
+    ) -> None:
+        self.lengths = list(lengths)
+        self.batch_size = batch_size
+        self.seed = seed
+        self.group_size = group_size
+        self.shuffle = shuffle
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def batches(self) -> list[list[int]]:
+        """The batches (lists of example indices) of the current epoch."""
+        order = list(range(len(self.lengths)))
+        size = self.batch_size
+        if not self.shuffle:
+            order.sort(key=lambda i: self.lengths[i], reverse=True)
+            return [order[i : i + size] for i in range(0, len(order), size)]
+        rng = random.Random(self.seed * 1_000_003 + self.epoch)
+        rng.shuffle(order)
+        bucket = size * self.group_size
+        batches = []
+        for b in range(0, len(order), bucket):
+            group = sorted(order[b : b + bucket], key=lambda i: self.lengths[i], reverse=True)
+            batches.extend(group[i : i + size] for i in range(0, len(group), size))
+        rng.shuffle(batches)
+        return batches
+
+    def __iter__(self) -> Iterator[list[int]]:
+        return iter(self.batches())
+
+    def __len__(self) -> int:
+        return -(-len(self.lengths) // self.batch_size)
+
+
+def shared_prefix(batch: Sequence[Encoded]) -> int:
+    """How many leading tokens all examples of ``batch`` share, up to (not including) the
+    last token before any label: no prediction with a label comes from inside the prefix."""
+    if len(batch) < 2:
+        return 0
+    first = batch[0].input_ids
+    limit = min(min(len(e) for e in batch), min(e.first_label for e in batch)) - 1
+    n = 0
+    while n < limit and all(e.input_ids[n] == first[n] for e in batch):
+        n += 1
+    return n
+
+
+class PadToLongest:
+    """Collate encoded examples into tensors padded to the longest one of the batch.
+
+    ``prefix_len`` in the batch is the length of the prefix that every row shares
+    (0 when ``share_prefix`` is off).
+    """
+
+    def __init__(self, pad_id: int, *, share_prefix: bool = True) -> None:
+        self.pad_id = pad_id
+        self.share_prefix = share_prefix
+
+    def __call__(self, batch: Sequence[Encoded]) -> dict[str, Any]:
+        import torch
+
+        width = max(len(e) for e in batch)
+        ids = torch.full((len(batch), width), self.pad_id, dtype=torch.long)
+        labels = torch.full((len(batch), width), IGNORE, dtype=torch.long)
+        mask = torch.zeros((len(batch), width), dtype=torch.long)
+        for row, e in enumerate(batch):
+            n = len(e)
+            ids[row, :n] = torch.tensor(e.input_ids)
+            labels[row, :n] = torch.tensor(e.labels)
+            mask[row, :n] = 1
+        prefix = shared_prefix(batch) if self.share_prefix else 0
+        return {"input_ids": ids, "attention_mask": mask, "labels": labels, "prefix_len": prefix}

