@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from pydantic import AliasChoices, Field, ValidationError
 from pydantic_settings import (
@@ -23,6 +23,8 @@ DEFAULT_OLLAMA_HOST = "http://localhost:11434"
 DEFAULT_OPENAI_HOST = "http://localhost:8080/v1"
 DEFAULT_VISION_URL = "http://localhost:8000"
 DEFAULT_OLLAMA_MODEL = "thau-135m"
+
+S = TypeVar("S", bound=BaseSettings)
 
 
 class Settings(BaseSettings):
@@ -70,19 +72,25 @@ class Settings(BaseSettings):
         return (init_settings, env_settings, toml)
 
 
-def load_settings(**overrides: Any) -> Settings:
-    """Build the settings; ``overrides`` are flags (``None`` means not given)."""
+def build_settings(cls: type[S], overrides: dict[str, Any], *, where: str) -> S:
+    """Build ``cls`` from flags (``None`` means not given); errors become ``ConfigError``.
+
+    ``where`` tells the person where the settings come from.
+    """
     given = {key: value for key, value in overrides.items() if value is not None}
     try:
-        return Settings(**given)
+        return cls(**given)
     except ValidationError as exc:
         problems = "; ".join(
             f"{'.'.join(str(p) for p in err['loc']) or 'config'}: {err['msg']}"
             for err in exc.errors()
         )
-        raise ConfigError(
-            f"Invalid settings ({problems}). Check flags, THAU_* variables and "
-            f"{paths.config_file()}."
-        ) from None
+        raise ConfigError(f"Invalid settings ({problems}). Check {where}.") from None
     except (OSError, ValueError) as exc:  # unreadable or malformed TOML
         raise ConfigError(f"Cannot read {paths.config_file()}: {exc}") from None
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """The chat settings; ``overrides`` are flags (``None`` means not given)."""
+    where = f"flags, THAU_* variables and {paths.config_file()}"
+    return build_settings(Settings, overrides, where=where)

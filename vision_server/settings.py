@@ -7,7 +7,7 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import (
     BaseSettings,
     InitSettingsSource,
@@ -16,7 +16,7 @@ from pydantic_settings import (
 )
 
 from thau_chat import paths
-from thau_chat.errors import ConfigError
+from thau_chat.config import build_settings
 from vision_server.schedulers import SchedulerName
 
 DeviceName = Literal["auto", "cpu", "cuda", "mps"]
@@ -103,17 +103,5 @@ def read_toml_table() -> dict[str, Any]:
 
 def load_settings(**overrides: Any) -> VisionSettings:
     """Build the settings; ``overrides`` are flags (``None`` means not given)."""
-    given = {key: value for key, value in overrides.items() if value is not None}
-    try:
-        return VisionSettings(**given)
-    except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc']) or 'config'}: {err['msg']}"
-            for err in exc.errors()
-        )
-        raise ConfigError(
-            f"Invalid vision settings ({problems}). Check flags, THAU_VISION_* variables and "
-            f"the [{TOML_TABLE}] table of {paths.config_file()}."
-        ) from None
-    except (OSError, ValueError) as exc:  # unreadable or malformed TOML
-        raise ConfigError(f"Cannot read {paths.config_file()}: {exc}") from None
+    where = f"flags, THAU_VISION_* variables and the [{TOML_TABLE}] table of {paths.config_file()}"
+    return build_settings(VisionSettings, overrides, where=where)
