@@ -158,14 +158,7 @@ class SearxngBackend:
                 f"{service} refuses JSON answers (HTTP 403). Enable them: add `json` to "
                 "`search.formats` in its settings.yml and restart it."
             )
-        if response.status_code == 429:
-            raise RateLimited(f"{service} is rate limiting us (HTTP 429).", _retry_after(response))
-        if response.status_code != 200:
-            raise SearchUnavailable(f"{service} answered HTTP {response.status_code}.")
-        data = _json(response, service)
-        if not isinstance(data, dict) or not isinstance(data.get("results", []), list):
-            raise SearchUnavailable(f"{service} answered JSON without a `results` list.")
-        return normalise(data.get("results", []), "title", "url", "content", max_results)
+        return _results(response, service, max_results)
 
 
 @dataclass
@@ -197,14 +190,19 @@ class OllamaSearchBackend:
                 f"{service} rejected the key (HTTP {response.status_code}). Check "
                 "OLLAMA_API_KEY (create one at https://ollama.com/settings/keys)."
             )
-        if response.status_code == 429:
-            raise RateLimited(f"{service} is rate limiting us (HTTP 429).", _retry_after(response))
-        if response.status_code != 200:
-            raise SearchUnavailable(f"{service} answered HTTP {response.status_code}.")
-        data = _json(response, service)
-        if not isinstance(data, dict) or not isinstance(data.get("results", []), list):
-            raise SearchUnavailable(f"{service} answered JSON without a `results` list.")
-        return normalise(data.get("results", []), "title", "url", "content", max_results)
+        return _results(response, service, max_results)
+
+
+def _results(response: httpx.Response, service: str, max_results: int) -> list[SearchResult]:
+    """The normalised ``results`` of a JSON answer; rate limits and errors raised."""
+    if response.status_code == 429:
+        raise RateLimited(f"{service} is rate limiting us (HTTP 429).", _retry_after(response))
+    if response.status_code != 200:
+        raise SearchUnavailable(f"{service} answered HTTP {response.status_code}.")
+    data = _json(response, service)
+    if not isinstance(data, dict) or not isinstance(data.get("results", []), list):
+        raise SearchUnavailable(f"{service} answered JSON without a `results` list.")
+    return normalise(data.get("results", []), "title", "url", "content", max_results)
 
 
 def float_env(env: Mapping[str, str], name: str, default: float) -> float:
