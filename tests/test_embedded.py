@@ -6,14 +6,16 @@ import json
 import os
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import pytest
 
 from thau_chat.backends.base import GenerationOptions
-from thau_chat.backends.embedded import EmbeddedBackend, default_model_path
+from thau_chat.backends.embedded import EmbeddedBackend, default_model_path, grammar_schema
 from thau_chat.errors import BackendError, ModelNotFound
 from thau_chat.parser import ToolCall, ToolCallParser
+from tools.registry import ToolRegistry
 
 pytestmark = pytest.mark.slow
 
@@ -96,3 +98,50 @@ def test_oneshot_end_to_end_on_embedded_default(tmp_path: Path) -> None:
     assert doc["answer"]
     assert doc["messages"][0] == {"role": "user", "content": "Hola, ¿cómo estás?"}
     assert Path(doc["conversation"]).is_file()
+
+
+BUILTIN_REQUESTS = {
+    "generate_image": "Draw a horse galloping on the beach",
+    "code_execution": "Run this: print(2 ** 10)",
+    "web_search": "Search the web for today's euro to yen rate",
+}
+
+
+@pytest.mark.parametrize("name", sorted(BUILTIN_REQUESTS))
+def test_every_builtin_tool_schema_gives_a_working_grammar(
+    backend: EmbeddedBackend, name: str
+) -> None:
+    """Each built-in tool's real schema (with its 2,000-character caps) compiles in llama.cpp
+    and constrains the body to JSON of its shape: the required keys, no unknown ones. Ranges
+    such as ``minimum`` are left to the tool's argument model, which names what is wrong."""
+    registry = ToolRegistry.from_entry_points()
+    tool = registry.get(name)
+    messages = [
+        {"role": "user", "content": BUILTIN_REQUESTS[name]},
+        {"role": "assistant", "content": f"<TOOL:{name}>"},
+    ]
+    options = GenerationOptions(
+        temperature=0, max_tokens=60, grammar_tools=True, tool_schemas={name: tool.parameters()}
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no fallback to unconstrained generation
+        text = "".join(c.text for c in backend.stream_chat(messages, options=options))
+    body = json.loads(text.removesuffix("</TOOL>"))
+    schema = tool.parameters()
+    assert set(schema["required"]) <= set(body) <= set(schema["properties"])
+    assert all(isinstance(body[key], str) for key in schema["required"])
+
+
+def test_grammar_schema_keeps_small_bounds_and_drops_huge_ones() -> None:
+    schema = {
+        "type": "object",
+        "properties": {
+            "query": {"type": "string", "maxLength": 400},
+            "prompt": {"type": "string", "minLength": 1, "maxLength": 2000},
+            "tags": {"type": "array", "items": {"type": "string"}, "maxItems": 5000},
+        },
+    }
+    props = grammar_schema(schema)["properties"]
+    assert props["query"] == {"type": "string", "maxLength": 400}
+    assert props["prompt"] == {"type": "string", "minLength": 1}
+    assert props["tags"] == {"type": "array", "items": {"type": "string"}}

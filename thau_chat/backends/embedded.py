@@ -13,6 +13,7 @@ import os
 import re
 import threading
 import time
+import warnings
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -176,12 +177,36 @@ def _open_call(text: str, schemas: dict[str, Any]) -> str | None:
 
 
 _GRAMMARS: dict[str, Any] = {}
+# llama.cpp unrolls a bounded repetition into nested rules and refuses big ones (a
+# 2000-character maxLength); above this cap the bound is left to the tool's argument model.
+_MAX_UNROLLED = 500
+_BOUNDS = frozenset({"maxLength", "maxItems"})
+
+
+def grammar_schema(schema: Any) -> Any:
+    """``schema`` without the bounds too large for llama.cpp's grammar to unroll."""
+    if isinstance(schema, dict):
+        return {
+            k: grammar_schema(v)
+            for k, v in schema.items()
+            if not (k in _BOUNDS and isinstance(v, int) and v > _MAX_UNROLLED)
+        }
+    if isinstance(schema, list):
+        return [grammar_schema(v) for v in schema]
+    return schema
 
 
 def _grammar_for(schema: dict[str, Any]) -> Any:
+    """The llama.cpp grammar for a tool's arguments; ``None`` when it cannot be built."""
     from llama_cpp import LlamaGrammar
 
-    key = json.dumps(schema, sort_keys=True)
+    key = json.dumps(grammar_schema(schema), sort_keys=True)
     if key not in _GRAMMARS:
-        _GRAMMARS[key] = LlamaGrammar.from_json_schema(key, verbose=False)
+        try:
+            _GRAMMARS[key] = LlamaGrammar.from_json_schema(key, verbose=False)
+        except (ValueError, RuntimeError) as exc:
+            warnings.warn(
+                f"tool-call grammar unavailable ({exc}); generating unconstrained", stacklevel=2
+            )
+            _GRAMMARS[key] = None
     return _GRAMMARS[key]
