@@ -65,6 +65,8 @@ class BuildConfig:
     per_word_template: int = 10
     per_math_template: int = 8
     per_conversion_template: int = 6
+    per_work_template: int = 9
+    per_explain_template: int = 7
     style_share: float = 0.35
     option_share: float = 0.3
     count_share: float = 0.2
@@ -318,7 +320,10 @@ def _arithmetic(op: str, rng: random.Random) -> tuple[int, int, int]:
     return b * r, b, r
 
 
-def _family_drafts(seeds: dict[str, Any], rng: random.Random, cfg: BuildConfig) -> list[Draft]:
+def _family_drafts(
+    seeds: dict[str, Any], rng: random.Random, cfg: BuildConfig, code_tasks: list[dict[str, Any]]
+) -> list[Draft]:
+    """Direct answers from tables: capitals, words, sums, units, authors, code explained."""
     out = []
 
     def add(family: str, tpl: dict[str, Any], text: str, answer: str) -> None:
@@ -345,6 +350,22 @@ def _family_drafts(seeds: dict[str, Any], rng: random.Random, cfg: BuildConfig) 
         for n in rng.sample(range(2, 13), cfg.per_conversion_template):
             r = n * tpl["factor"]
             add("conversion", tpl, tpl["text"].format(n=n), tpl["answer"].format(n=n, r=r))
+    for tpl in seeds["work_templates"]:
+        lang = tpl["lang"]
+        for row in rng.sample(seeds["works"], cfg.per_work_template):
+            values = {
+                "title": row["title"] if lang == "es" else row["title_en"],
+                "author": row.get(f"author_{lang}", row["author"]),
+                "verb": seeds["work_verbs"][row["kind"]][lang],
+            }
+            answer = tpl["answer"].format(**values)
+            add("work", tpl, tpl["text"].format(**values), answer[:1].upper() + answer[1:])
+    for tpl in seeds["explain_templates"]:
+        lang = tpl["lang"]
+        tasks = [t for t in code_tasks if lang in t and not t.get("error")]
+        for task in rng.sample(tasks, cfg.per_explain_template):
+            values = {"code": task["code"], "ask": task[lang]["ask"]}
+            add("explain", tpl, tpl["text"].format(**values), tpl["answer"].format(**values))
     return out
 
 
@@ -409,7 +430,7 @@ def build(
         *_code_drafts(seeds["code"], rng, cfg),
         *_search_drafts(seeds["search"], rng, cfg),
         *_answer_drafts(seeds["answers"]),
-        *_family_drafts(seeds["families"], rng, cfg),
+        *_family_drafts(seeds["families"], rng, cfg, seeds["code"]["tasks"]),
     ]
     seen: set[str] = set()
     kept: list[Draft] = []
