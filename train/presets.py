@@ -49,7 +49,7 @@ class TrainConfig:
     precision: str = "auto"  # auto | fp32 | bf16 | fp16
     group_size: int = 16  # batches per length bucket (sorted inside, buckets shuffled)
     share_prefix: bool = True  # run the prefix all rows of a batch share (system prompt) once
-    init_adapter: str | None = None  # start from this peft adapter folder (incremental training)
+    init_adapter: str | None = None  # start from a peft adapter folder or GGUF LoRA (incremental)
 
     def as_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -179,7 +179,12 @@ def add_run_arguments(parser: Any) -> None:
     add("--lora-r", type=int, metavar="R", help="LoRA rank")
     add("--lora-alpha", type=int, metavar="A", help="LoRA alpha (scale = alpha / r)")
     add("--seed", type=int, metavar="N", help="seed of the LoRA init, dropout and data order")
-    add("--init-adapter", type=Path, metavar="DIR", help="start from this peft adapter's weights")
+    add(
+        "--init-adapter",
+        type=Path,
+        metavar="PATH",
+        help="start from these LoRA weights: a peft adapter folder or a GGUF LoRA file",
+    )
     add("--out", type=Path, metavar="DIR", help="run folder (default: <data dir>/runs/<time>)")
     add(
         "--resume",

@@ -171,25 +171,52 @@ def save_checkpoint(run_dir: Path, epoch: int, peft_model: Any, state: dict[str,
     return final
 
 
-def load_adapter_weights(folder: Path, peft_model: Any) -> None:
-    """Copy the LoRA weights of a saved adapter folder into ``peft_model``."""
+def _gguf_lora_weights(path: Path, peft_model: Any) -> dict[str, torch.Tensor]:
+    """A GGUF LoRA file's weights in peft's names and scale for ``peft_model``."""
+    from export.errors import ExportError
+    from export.gguf_lora_read import peft_state_dict, read_gguf_lora
+
+    lora_config = peft_model.peft_config["default"]
+    model_config = peft_model.get_base_model().config
+    try:
+        state = peft_state_dict(
+            read_gguf_lora(path),
+            n_head=model_config.num_attention_heads,
+            n_head_kv=getattr(model_config, "num_key_value_heads", None)
+            or model_config.num_attention_heads,
+            peft_scale=lora_config.lora_alpha / lora_config.r,
+            prefix="base_model.model.model.",
+        )
+    except ExportError as exc:
+        raise ConfigError(str(exc)) from exc
+    return {key: torch.from_numpy(value) for key, value in state.items()}
+
+
+def load_adapter_weights(source: Path, peft_model: Any) -> None:
+    """Copy the LoRA weights of a saved adapter folder, or of a GGUF LoRA file (such as the
+    shipped default adapter), into ``peft_model``."""
     from peft import set_peft_model_state_dict
     from safetensors.torch import load_file
 
-    file = folder / "adapter_model.safetensors"
-    if not file.is_file():
-        raise ConfigError(f"{folder} is not a peft adapter folder (no {file.name}).")
-    weights = load_file(str(file))
+    if source.is_file() and source.suffix == ".gguf":
+        weights = _gguf_lora_weights(source, peft_model)
+    else:
+        file = source / "adapter_model.safetensors"
+        if not file.is_file():
+            raise ConfigError(
+                f"{source} is neither a peft adapter folder (no {file.name}) nor a GGUF LoRA."
+            )
+        weights = load_file(str(file))
     ours = [n for n, p in peft_model.named_parameters() if p.requires_grad]
     shapes = sorted(tuple(t.shape) for t in weights.values())
     if shapes != sorted(tuple(p.shape) for p in peft_model.parameters() if p.requires_grad):
         raise ConfigError(
-            f"The adapter in {folder} has another shape ({len(weights)} tensors) than this "
+            f"The adapter {source} has another shape ({len(weights)} tensors) than this "
             f"run's LoRA ({len(ours)}): use the same base, lora_r and target_modules."
         )
     result = set_peft_model_state_dict(peft_model, weights)
     if getattr(result, "unexpected_keys", None):
-        raise ConfigError(f"{folder} does not match this model: {result.unexpected_keys[:3]}")
+        raise ConfigError(f"{source} does not match this model: {result.unexpected_keys[:3]}")
 
 
 def load_checkpoint(path: Path, peft_model: Any) -> dict[str, Any]:

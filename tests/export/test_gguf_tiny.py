@@ -18,6 +18,7 @@ from export.gguf_file import GGUFFile
 from export.gguf_merge import export_merged_gguf, export_merged_safetensors
 from tests.export.tiny_llama import (
     LAYERS,
+    TARGETS,
     VOCAB,
     add_lora,
     agreement,
@@ -211,3 +212,29 @@ def test_cli_adapter_and_its_errors(
     other = write_gguf_base(tiny_llama(hidden=32), tmp_path / "other.gguf")
     assert main([*args[:3], "--base", str(other), "--out", str(out)]) == 1
     assert "does not fit" in capsys.readouterr().err
+
+
+def test_gguf_lora_reads_back_into_peft_with_another_scale(tiny: Tiny) -> None:
+    """Training can start from an exported (or the shipped) GGUF LoRA: read back into a
+    peft model whose alpha differs, it computes what the original adapter computed."""
+    from peft import LoraConfig, get_peft_model
+
+    from train.trainer import load_adapter_weights
+
+    config = LoraConfig(r=4, lora_alpha=32.0, target_modules=TARGETS, lora_dropout=0.0)
+    fresh = get_peft_model(tiny_llama(), config)
+    load_adapter_weights(tiny.adapter, fresh)
+    fresh.eval()
+    for tokens, expected in zip(tiny.sequences, tiny.hf, strict=True):
+        np.testing.assert_allclose(hf_logits(fresh, tokens), expected, atol=1e-4)
+
+
+def test_reading_a_gguf_that_is_not_a_lora_is_a_clear_error(tiny: Tiny) -> None:
+    from peft import LoraConfig, get_peft_model
+
+    from thau_chat.errors import ConfigError
+    from train.trainer import load_adapter_weights
+
+    config = LoraConfig(r=4, lora_alpha=8.0, target_modules=TARGETS, lora_dropout=0.0)
+    with pytest.raises(ConfigError, match="not a GGUF LoRA adapter"):
+        load_adapter_weights(tiny.base, get_peft_model(tiny_llama(), config))
