@@ -92,6 +92,8 @@ class ServiceConfig:
     eval_cases: str = str(ROOT / "datasets" / "eval" / "dev.jsonl")
     eval_limit: int | None = None
     base_gguf: str | None = None  # the base as GGUF for export/eval (None: SmolLM2-135M's)
+    # the LoRA (peft folder or GGUF) the first version trains from and must beat; None: base
+    start_adapter: str | None = None
     train_overrides: dict[str, Any] = field(default_factory=dict)  # `thau-train run` flags
     ollama: bool = True  # register each promoted version where an Ollama server answers
     ollama_host: str | None = None
@@ -365,7 +367,8 @@ def gguf_adapter(adapter: Path, out: Path, base_gguf: str | None = None) -> Path
 
 def make_subprocess_evaluate(config: ServiceConfig) -> Evaluator:
     """The default evaluate step: the adapter as GGUF, then ``thau-train eval`` (embedded
-    backend) on the development cases. ``None`` evaluates the base model."""
+    backend) on the development cases. ``None`` evaluates the base model; a ``.gguf`` path
+    is used as it is."""
 
     def evaluate(adapter: Path | None) -> dict[str, Any]:
         cmd = [sys.executable, "-m", "train", "eval", "--backend", "embedded", "--json", "-q"]
@@ -374,7 +377,9 @@ def make_subprocess_evaluate(config: ServiceConfig) -> Evaluator:
             cmd += ["--model", config.base_gguf]
         if config.eval_limit:
             cmd += ["--limit", str(config.eval_limit)]
-        if adapter is not None:
+        if adapter is not None and adapter.suffix == ".gguf":
+            cmd += ["--adapter", str(adapter)]
+        elif adapter is not None:
             gguf = gguf_adapter(adapter, adapter.parent / "adapter.gguf", config.base_gguf)
             cmd += ["--adapter", str(gguf)]
         return json.loads(_run(cmd, "evaluation"))
@@ -640,7 +645,8 @@ class TrainingService:
         state = self.state()
         current = self.current_version()
         train_file, valid_file = self._write_data(claimed, work, state["last_number"])
-        init = self.version_folder(current) / "adapter" if current else None
+        start = Path(self.config.start_adapter) if self.config.start_adapter else None
+        init = self.version_folder(current) / "adapter" if current else start
 
         def started(pid: int) -> None:
             info = json.loads(self.paths.active_run.read_text("utf-8"))
@@ -661,8 +667,8 @@ class TrainingService:
             raise TrainingFailed("the cycle was cancelled")
         report = self.steps.evaluate(adapter)
         baseline = current["metrics"] if current else state.get("baseline")
-        if baseline is None:  # the first cycle: the base model is the bar to clear
-            baseline = _metrics(self.steps.evaluate(None))
+        if baseline is None:  # the first cycle: the start adapter (or the base) is the bar
+            baseline = _metrics(self.steps.evaluate(start))
             write_json_atomic(self.paths.state, {**state, "baseline": baseline})
         result = CycleResult(
             "refused", run_id=run_id, examples=len(claimed), metrics=_metrics(report)

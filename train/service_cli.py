@@ -36,6 +36,7 @@ def _print(value: dict[str, Any], as_json: bool) -> None:
 
 # -- handlers ------------------------------------------------------------------------------
 def _init(args: argparse.Namespace) -> int:
+    from thau_chat.backends.embedded import default_adapter_path
     from train.service import ServiceConfig, ServicePaths
 
     paths = ServicePaths.default()
@@ -53,6 +54,11 @@ def _init(args: argparse.Namespace) -> int:
     config = ServiceConfig.for_size(args.size, **{k: v for k, v in values.items() if v is not None})
     if args.preset:
         config.preset = args.preset
+    shipped = default_adapter_path()
+    if args.start_adapter:
+        config.start_adapter = str(args.start_adapter.resolve())
+    elif shipped and args.size == "135m" and not (args.preset or args.base_gguf or args.from_base):
+        config.start_adapter = str(shipped)  # what `thau-chat` runs today is the bar to clear
     config.ollama = not args.no_ollama
     for item in args.train_arg or []:
         key, sep, value = item.partition("=")
@@ -60,7 +66,8 @@ def _init(args: argparse.Namespace) -> int:
             raise ConfigError(f"--train-arg takes KEY=VALUE, got {item!r}")
         config.train_overrides[key.replace("-", "_")] = value
     config.save(paths.config)
-    print(f"training service for {config.size} (preset {config.preset}) in {paths.root}")
+    start = f", starting from {config.start_adapter}" if config.start_adapter else ""
+    print(f"training service for {config.size} (preset {config.preset}){start} in {paths.root}")
     return 0
 
 
@@ -183,6 +190,16 @@ def add_service_commands(sub: Any) -> None:
     p.add_argument("--eval-limit", type=int, metavar="N", help="only the first N eval cases")
     p.add_argument(
         "--base-gguf", type=Path, help="the base as GGUF for export and eval (other sizes)"
+    )
+    p.add_argument(
+        "--start-adapter",
+        type=Path,
+        metavar="PATH",
+        help="LoRA (peft folder or GGUF) the first version trains from and must beat "
+        "(default for 135m: the adapter shipped with thau-chat)",
+    )
+    p.add_argument(
+        "--from-base", action="store_true", help="start from the base model, not an adapter"
     )
     p.add_argument("--ollama-host", help="Ollama server to register versions with")
     p.add_argument("--no-ollama", action="store_true", help="don't register versions in Ollama")

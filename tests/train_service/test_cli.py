@@ -41,6 +41,22 @@ def test_init_writes_the_config_once(initialised: ServicePaths, capsys) -> None:
     assert ServiceConfig.load(initialised.config).preset == "qwen2.5-1.5b"
 
 
+def test_init_chooses_what_the_first_version_starts_from(tmp_path: Path, capsys) -> None:
+    from thau_chat.backends.embedded import default_adapter_path
+
+    assert main(["init", "--no-ollama"]) == 0
+    shipped = default_adapter_path()
+    config = ServiceConfig.load(ServicePaths.default().config)
+    assert config.start_adapter == (str(shipped) if shipped else None)
+
+    mine = tmp_path / "mine.gguf"
+    assert main(["init", "--force", "--start-adapter", str(mine)]) == 0
+    assert ServiceConfig.load(ServicePaths.default().config).start_adapter == str(mine)
+    assert f"starting from {mine}" in capsys.readouterr().out
+    assert main(["init", "--force", "--from-base"]) == 0
+    assert ServiceConfig.load(ServicePaths.default().config).start_adapter is None
+
+
 def test_commands_before_init_say_what_to_do(capsys) -> None:
     assert main(["status"]) == 1
     assert "thau-train init" in capsys.readouterr().err

@@ -267,3 +267,24 @@ def test_the_train_command_is_the_real_trainer_cli(tmp_path: Path) -> None:
         assert str(job.init_adapter) in cmd and job.notes == []
     else:
         assert job.notes == ["trained from the base: `thau-train run` has no --init-adapter"]
+
+
+def test_the_first_version_starts_from_and_must_beat_the_start_adapter(
+    service: TrainingService, trainer: QualityTrainer, tmp_path: Path
+) -> None:
+    """With a start adapter (the shipped one, by default for 135m), the first cycle trains
+    from it and is compared with it, not with the much weaker base model."""
+    start = tmp_path / "shipped"
+    start.mkdir()
+    (start / "quality.json").write_text(json.dumps({"quality": 0.9}), "utf-8")
+    service.config.start_adapter = str(start)
+
+    add(service, [good(1), wrong(2), wrong(3)])  # 9 rows, 2 wrong: quality 0.78 < 0.9
+    refused = service.run_cycle()
+    assert trainer.jobs[0].init_adapter == start
+    assert refused.status == "refused" and refused.baseline["decision_accuracy"] == 0.9
+    assert service.current_version() is None
+
+    add(service, [good(4), good(5), good(6)])
+    promoted = service.run_cycle()
+    assert promoted.status == "promoted" and trainer.jobs[1].init_adapter == start
