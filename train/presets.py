@@ -49,6 +49,10 @@ class TrainConfig:
     precision: str = "auto"  # auto | fp32 | bf16 | fp16
     group_size: int = 16  # batches per length bucket (sorted inside, buckets shuffled)
     share_prefix: bool = True  # run the prefix all rows of a batch share (system prompt) once
+    # the first tokens of each assistant turn decide between answering and calling a tool:
+    # their loss counts `decision_weight` times (1: a plain mean over assistant tokens)
+    decision_tokens: int = 3
+    decision_weight: float = 1.0
     init_adapter: str | None = None  # start from a peft adapter folder or GGUF LoRA (incremental)
 
     def as_dict(self) -> dict[str, Any]:

@@ -76,13 +76,20 @@ class AssistantLoss(torch.nn.Module):
     - the LM head runs only where a label is set: with a 49k vocabulary that skips most of
       the head's work and its big logits tensor.
 
-    Returns the summed loss and the number of labelled tokens, so that batches can be
+    In training the first ``decision_tokens`` labels of each assistant turn weigh
+    ``decision_weight`` (the answer-or-call decision); validation weighs every label 1.
+
+    Returns the (weighted) summed loss and the summed weights, so that batches can be
     weighted exactly.
     """
 
-    def __init__(self, peft_model: Any) -> None:
+    def __init__(
+        self, peft_model: Any, *, decision_tokens: int = 0, decision_weight: float = 1.0
+    ) -> None:
         super().__init__()
         self.peft_model = peft_model
+        self.decision_tokens = decision_tokens
+        self.decision_weight = decision_weight
 
     def forward(
         self,
@@ -111,7 +118,23 @@ class AssistantLoss(torch.nn.Module):
         targets = labels[:, 1:]
         keep = targets != IGNORE
         logits = base.get_output_embeddings()(out[0][:, :-1][keep]).float()
-        return F.cross_entropy(logits, targets[keep], reduction="sum"), keep.sum()
+        losses = F.cross_entropy(logits, targets[keep], reduction="none")
+        if not self.training or self.decision_weight == 1.0 or not self.decision_tokens:
+            return losses.sum(), keep.sum()
+        weights = turn_start_weights(targets, self.decision_tokens, self.decision_weight)[keep]
+        return (losses * weights).sum(), weights.sum()
+
+
+def turn_start_weights(labels: torch.Tensor, first: int, weight: float) -> torch.Tensor:
+    """Per-position weights: ``weight`` on the first ``first`` labelled positions of each
+    run of labels (an assistant turn), 1 everywhere else."""
+    labelled = labels != IGNORE
+    before = F.pad(labelled[:, :-1], (1, 0), value=False)
+    index = torch.arange(labels.shape[1], device=labels.device).expand_as(labels)
+    starts = torch.where(labelled & ~before, index, torch.full_like(index, -1))
+    last_start = starts.cummax(dim=1).values
+    near = labelled & (last_start >= 0) & (index - last_start < first)
+    return torch.where(near, weight, 1.0).to(torch.float32)
 
 
 # -- LoRA -------------------------------------------------------------------------------------
@@ -483,7 +506,11 @@ def run_training(
 
     # -- model --------------------------------------------------------------------------------
     peft_model = add_lora(load_model(source), config)
-    loss_model = AssistantLoss(peft_model)
+    loss_model = AssistantLoss(
+        peft_model,
+        decision_tokens=config.decision_tokens,
+        decision_weight=config.decision_weight,
+    )
     trainable = [p for p in peft_model.parameters() if p.requires_grad]
     timings["load_s"] = time.perf_counter() - started
 
@@ -581,8 +608,8 @@ def run_training(
                 task = bar.add_task(
                     "", total=steps_per_epoch, epoch=f"{epoch + 1}/{config.epochs}", loss=0, tps=0
                 )
-                epoch_loss, epoch_labels, epoch_tokens, epoch_steps = 0.0, 0, 0, 0
-                step_loss, step_labels = 0.0, 0
+                epoch_loss, epoch_labels, epoch_tokens, epoch_steps = 0.0, 0.0, 0, 0
+                step_loss, step_labels, epoch_labelled = 0.0, 0.0, 0
                 tick, cpu_tick = time.perf_counter(), time.process_time()
                 for batch in train_loader:
                     with accelerator.accumulate(loss_model):
@@ -594,7 +621,8 @@ def run_training(
                         scheduler.step()
                         optimizer.zero_grad()
                     step_loss += loss_sum.item()
-                    step_labels += int(count)
+                    step_labels += float(count)
+                    epoch_labelled += int((batch["labels"] != IGNORE).sum())
                     epoch_tokens += int(batch["attention_mask"].sum())
                     if not accelerator.sync_gradients:
                         continue
@@ -604,18 +632,18 @@ def run_training(
                     history["train_steps"].append(
                         {"step": step, "epoch": epoch + 1, "loss": loss, "lr": lr}
                     )
-                    step_loss, step_labels = 0.0, 0
+                    step_loss, step_labels = 0.0, 0.0
                     tps = epoch_tokens * accelerator.num_processes / (time.perf_counter() - tick)
                     bar.update(task, advance=1, loss=loss, tps=tps)
                     if max_steps is not None and step >= max_steps:
                         break
                 timings["train_s"] += time.perf_counter() - tick
                 timings["train_cpu_s"] += time.process_time() - cpu_tick  # all threads
-                epoch_loss, epoch_labels, epoch_tokens = summed(
-                    accelerator, epoch_loss, epoch_labels, epoch_tokens
+                epoch_loss, epoch_labels, epoch_tokens, epoch_labelled = summed(
+                    accelerator, epoch_loss, epoch_labels, epoch_tokens, epoch_labelled
                 )
                 tokens_seen += int(epoch_tokens)
-                labels_seen += int(epoch_labels)
+                labels_seen += int(epoch_labelled)
                 if epoch_steps < steps_per_epoch:
                     status = "max_steps"  # stopped inside the epoch: no checkpoint, as after a kill
                     break

@@ -66,6 +66,49 @@ def test_sharing_the_prefix_changes_the_speed_only(tiny_base: Path) -> None:
         assert (grad - want).norm() <= 1e-4 * want.norm(), name
 
 
+def test_decision_weights_fall_on_the_first_tokens_of_each_turn() -> None:
+    import torch
+
+    from train.data_collate import IGNORE
+    from train.trainer import turn_start_weights
+
+    x = IGNORE
+    labels = torch.tensor(
+        [
+            [x, x, 5, 6, 7, 8, x, x, 9, 9, 9, x],  # two assistant turns
+            [x, 1, 2, x, x, x, x, x, x, x, x, x],  # a turn shorter than `first`
+            [3, 4, 5, 6, x, x, x, x, x, x, x, x],  # labelled from the first position
+        ]
+    )
+    weights = turn_start_weights(labels, first=3, weight=4.0)
+    assert weights.tolist() == [
+        [1, 1, 4, 4, 4, 1, 1, 1, 4, 4, 4, 1],
+        [1, 4, 4, 1, 1, 1, 1, 1, 1, 1, 1, 1],
+        [4, 4, 4, 1, 1, 1, 1, 1, 1, 1, 1, 1],
+    ]
+
+
+def test_decision_weighting_counts_in_training_not_in_validation(tiny_base: Path) -> None:
+    from train.base_model import load_model, load_tokenizer, resolve_base
+    from train.data_collate import PadToLongest, encode_examples
+    from train.trainer import AssistantLoss, add_lora
+
+    source = resolve_base(str(tiny_base))
+    model = add_lora(load_model(source), load_preset("smollm2-135m", lora_dropout=0.0))
+    examples = encode_examples(conversations(), load_tokenizer(source), 4096).examples
+    batch = PadToLongest(0)(examples)
+    labelled = int((batch["labels"] != -100).sum())
+    weighted = AssistantLoss(model, decision_tokens=2, decision_weight=3.0)
+    plain_sum, plain_count = AssistantLoss(model)(**batch)
+    assert int(plain_count) == labelled
+    total, count = weighted(**batch)
+    assert float(count) >= labelled + 2 * 2 * len(examples)  # a reply adds 2 x (3 - 1)
+    assert float(total) > float(plain_sum)
+    weighted.eval()  # validation: every label weighs 1
+    eval_sum, eval_count = weighted(**batch)
+    assert int(eval_count) == labelled and float(eval_sum) == pytest.approx(float(plain_sum))
+
+
 def test_resume_after_an_interruption_matches_an_uninterrupted_run(
     tiny_base: Path, data_files, tmp_path: Path
 ) -> None:
