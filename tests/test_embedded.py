@@ -12,7 +12,12 @@ from pathlib import Path
 import pytest
 
 from thau_chat.backends.base import GenerationOptions
-from thau_chat.backends.embedded import EmbeddedBackend, default_model_path, grammar_schema
+from thau_chat.backends.embedded import (
+    EmbeddedBackend,
+    default_adapter_path,
+    default_model_path,
+    grammar_schema,
+)
 from thau_chat.errors import BackendError, ModelNotFound
 from thau_chat.parser import ToolCall, ToolCallParser
 from tools.registry import ToolRegistry
@@ -98,6 +103,27 @@ def test_oneshot_end_to_end_on_embedded_default(tmp_path: Path) -> None:
     assert doc["answer"]
     assert doc["messages"][0] == {"role": "user", "content": "Hola, ¿cómo estás?"}
     assert Path(doc["conversation"]).is_file()
+
+
+def test_the_shipped_adapter_runs_code_end_to_end(tmp_path: Path) -> None:
+    """A fresh install, offline: the embedded default (SmolLM2 + the shipped THAU adapter)
+    calls the code tool, the real sandbox runs it, and the answer comes from its output."""
+    assert default_adapter_path() is not None
+    env = {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "HOME": str(tmp_path),
+        "XDG_DATA_HOME": str(tmp_path / "d"),
+        "XDG_CONFIG_HOME": str(tmp_path / "c"),
+    }
+    cmd = [sys.executable, "-m", "thau_chat", "--backend", "embedded", "--temperature", "0"]
+    cmd += ["--message", "Run this code: print(2 ** 10)", "--json", "--yes"]
+    result = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
+    assert result.returncode == 0, result.stderr
+    doc = json.loads(result.stdout)
+    [call] = doc["tool_calls"]
+    assert call["name"] == "code_execution" and call["arguments"] == {"code": "print(2 ** 10)"}
+    assert call["ok"] and call["result"]["stdout"] == "1024\n"
+    assert "1024" in doc["answer"]
 
 
 BUILTIN_REQUESTS = {
