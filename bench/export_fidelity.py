@@ -7,9 +7,10 @@ llama.cpp's Q/K permutation independently of ``export``); a peft LoRA goes on to
 (``--adapter DIR``, or a random one with non-zero B); ``thau-export adapter`` writes
 its GGUF; ten conversations covering every role and tool are compared position by
 position (top-1 agreement, largest logit difference), and so is the base alone. The
-merged GGUFs (f16, q8_0, from the F32 base) are compared with base + adapter in llama.cpp.
+merged GGUFs (f16, q8_0, from the F32 base) are compared with base + adapter in llama.cpp,
+and the Q4_1 base that users run (plus the same GGUF adapter) with the F32 reference.
 
-    python bench/export_fidelity.py [--adapter DIR] [--work DIR]
+    python bench/export_fidelity.py [--adapter DIR] [--work DIR] [--outtype f32|f16]
 """
 
 from __future__ import annotations
@@ -35,6 +36,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--adapter", help="a trained peft adapter folder (default: random)")
     parser.add_argument("--work", help="folder for the F32 base and the adapter GGUF")
+    parser.add_argument(
+        "--outtype", choices=["f32", "f16"], default="f32", help="the adapter GGUF's type"
+    )
     args = parser.parse_args()
     torch.set_num_threads(2)
     work = Path(args.work or tempfile.mkdtemp(prefix="thau-fidelity-"))
@@ -51,9 +55,12 @@ def main() -> None:
         peft_model = random_lora(model)
         adapter_dir = work / "random-adapter"
         peft_model.save_pretrained(adapter_dir)
-    adapter = export_adapter(adapter_dir, base.path, work / "adapter.gguf")
+    adapter = export_adapter(adapter_dir, base.path, work / "adapter.gguf", outtype=args.outtype)
     chats = conversations(default_system())
     figures = compare(base.path, adapter.path, peft_model, chats)
+    # the same with the Q4_1 base that users run (transformers keeps the F32 reference)
+    q4 = compare(default_model_path(), adapter.path, peft_model, chats)
+    figures["q4_1_base"] = {k: v for k, v in q4.items() if k != "per_conversation"}
     for outtype in ("f16", "q8_0"):
         merged = export_merged_gguf(
             adapter_dir, base.path, work / f"merged-{outtype}.gguf", outtype=outtype

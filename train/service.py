@@ -784,7 +784,11 @@ class TrainingService:
             "min_new_examples": self.config.min_new_examples,
             "auto_train_interval_hours": self.config.auto_train_interval_hours,
             "training": self.active_run(),
-            "last_cycle": self.last_result.as_dict() if self.last_result else None,
+            "last_cycle": (  # this process's, else the history's (a new `thau-train status`)
+                self.last_result.as_dict()
+                if self.last_result
+                else next(iter(self.history(1)), None)
+            ),
         }
 
     def stats(self) -> dict[str, Any]:

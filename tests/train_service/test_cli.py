@@ -119,6 +119,8 @@ def test_train_and_version(initialised: ServicePaths, monkeypatch, capsys) -> No
     assert main(["train", "--threshold"]) == 0
     out = capsys.readouterr().out
     assert "refused" in out and "decision_accuracy" in out
+    assert main(["status", "--json"]) == 0  # another process: the cycle comes from the history
+    assert json.loads(capsys.readouterr().out)["last_cycle"]["status"] == "refused"
     assert main(["version"]) == 0
     assert capsys.readouterr().out.startswith("* thau-360m-v1")
     assert main(["version", "--json"]) == 0
