@@ -17,9 +17,11 @@ from thau_chat.backends.embedded import (
     default_adapter_path,
     default_model_path,
     grammar_schema,
+    tool_body_gbnf,
 )
 from thau_chat.errors import BackendError, ModelNotFound
 from thau_chat.parser import ToolCall, ToolCallParser
+from thau_chat.prompt_format import system_prompt
 from tools.registry import ToolRegistry
 
 pytestmark = pytest.mark.slow
@@ -171,3 +173,35 @@ def test_grammar_schema_keeps_small_bounds_and_drops_huge_ones() -> None:
     assert props["query"] == {"type": "string", "maxLength": 400}
     assert props["prompt"] == {"type": "string", "minLength": 1}
     assert props["tags"] == {"type": "array", "items": {"type": "string"}}
+
+
+def test_tool_body_strings_cannot_close_the_tag() -> None:
+    """The body grammar's strings exclude "</": the tag parser ends a call at the first
+    "</TOOL>", so a string holding one would cut valid JSON in two."""
+    gbnf = tool_body_gbnf({"type": "object", "properties": {"code": {"type": "string"}}})
+    [char] = [line for line in gbnf.splitlines() if line.startswith("char ::=")]
+    assert '"<"+' in char and "\\x00-\\x1F" in char
+
+
+def test_a_code_body_that_runs_on_stays_one_valid_call() -> None:
+    """The shipped adapter, greedy, once escapes the quote that should close this code and
+    runs on; unconstrained it then writes "</TOOL>" inside the string. The grammar keeps the
+    whole body one JSON object that the tag parser reads in full."""
+    backend = EmbeddedBackend(n_ctx=1024)
+    registry = ToolRegistry.from_entry_points()
+    schema = registry.get("code_execution").parameters()
+    messages = [
+        {"role": "system", "content": system_prompt(list(registry), style="short")},
+        {"role": "user", "content": "Please run this and report the output: print('abc' * 3)"},
+        {"role": "assistant", "content": "<TOOL:code_execution>"},
+    ]
+    options = GenerationOptions(
+        temperature=0, max_tokens=80, grammar_tools=True, tool_schemas={"code_execution": schema}
+    )
+    text = "".join(c.text for c in backend.stream_chat(messages, options=options))
+    body = text.removesuffix("</TOOL>")
+    assert "</" not in body
+    parser = ToolCallParser()
+    events = parser.feed("<TOOL:code_execution>" + text) + parser.close()
+    [call] = [e for e in events if isinstance(e, ToolCall)]
+    assert call.arguments == json.loads(body) and not call.repaired

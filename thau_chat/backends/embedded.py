@@ -196,14 +196,33 @@ def grammar_schema(schema: Any) -> Any:
     return schema
 
 
+# JSON string characters as llama-cpp-python writes them, and the same without "</" (a
+# "</TOOL>" inside a string would end the call for the tag parser; "<" is still allowed
+# before anything but "/", and "<\/" is JSON for "</") and without raw control characters,
+# which JSON strings do not allow either.
+_ESCAPE = '"\\\\" (["\\\\/bfnrt] | "u" [0-9a-fA-F] [0-9a-fA-F] [0-9a-fA-F] [0-9a-fA-F])'
+_JSON_CHAR = f'char ::= [^"\\\\] | {_ESCAPE}'
+_TAG_SAFE_CHAR = (
+    f'char ::= [^"\\\\<\\x00-\\x1F] | "<"+ ([^"\\\\/<\\x00-\\x1F] | {_ESCAPE}) | {_ESCAPE}'
+)
+
+
+def tool_body_gbnf(schema: dict[str, Any]) -> str:
+    """The GBNF for a tool call's body: JSON of ``schema`` whose strings never hold ``</``."""
+    from llama_cpp.llama_grammar import json_schema_to_gbnf
+
+    gbnf = json_schema_to_gbnf(json.dumps(grammar_schema(schema), sort_keys=True))
+    return "\n".join(_TAG_SAFE_CHAR if line == _JSON_CHAR else line for line in gbnf.splitlines())
+
+
 def _grammar_for(schema: dict[str, Any]) -> Any:
     """The llama.cpp grammar for a tool's arguments; ``None`` when it cannot be built."""
     from llama_cpp import LlamaGrammar
 
-    key = json.dumps(grammar_schema(schema), sort_keys=True)
+    key = json.dumps(schema, sort_keys=True)
     if key not in _GRAMMARS:
         try:
-            _GRAMMARS[key] = LlamaGrammar.from_json_schema(key, verbose=False)
+            _GRAMMARS[key] = LlamaGrammar.from_string(tool_body_gbnf(schema), verbose=False)
         except (ValueError, RuntimeError) as exc:
             warnings.warn(
                 f"tool-call grammar unavailable ({exc}); generating unconstrained", stacklevel=2
