@@ -89,7 +89,8 @@ def test_corrupt_model_file_is_a_clear_error(tmp_path: Path) -> None:
         list(backend.stream_chat([{"role": "user", "content": "hi"}], options=GenerationOptions()))
 
 
-def test_oneshot_end_to_end_on_embedded_default(tmp_path: Path) -> None:
+def oneshot(tmp_path: Path, *args: str) -> dict:
+    """``thau-chat --backend embedded --json`` greedily, in a fresh home, offline; its JSON."""
     env = {
         "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
         "HOME": str(tmp_path),
@@ -97,10 +98,15 @@ def test_oneshot_end_to_end_on_embedded_default(tmp_path: Path) -> None:
         "XDG_CONFIG_HOME": str(tmp_path / "c"),
     }
     cmd = [sys.executable, "-m", "thau_chat", "--backend", "embedded", "--temperature", "0"]
-    cmd += ["--message", "Hola, ¿cómo estás?", "--json"]
-    result = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
+    result = subprocess.run(
+        [*cmd, "--json", *args], capture_output=True, text=True, env=env, timeout=600
+    )
     assert result.returncode == 0, result.stderr
-    doc = json.loads(result.stdout)
+    return json.loads(result.stdout)
+
+
+def test_oneshot_end_to_end_on_embedded_default(tmp_path: Path) -> None:
+    doc = oneshot(tmp_path, "--message", "Hola, ¿cómo estás?")
     assert doc["backend"] == "embedded" and doc["error"] is None
     assert doc["answer"]
     assert doc["messages"][0] == {"role": "user", "content": "Hola, ¿cómo estás?"}
@@ -111,17 +117,7 @@ def test_the_shipped_adapter_runs_code_end_to_end(tmp_path: Path) -> None:
     """A fresh install, offline: the embedded default (SmolLM2 + the shipped THAU adapter)
     calls the code tool, the real sandbox runs it, and the answer comes from its output."""
     assert default_adapter_path() is not None
-    env = {
-        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-        "HOME": str(tmp_path),
-        "XDG_DATA_HOME": str(tmp_path / "d"),
-        "XDG_CONFIG_HOME": str(tmp_path / "c"),
-    }
-    cmd = [sys.executable, "-m", "thau_chat", "--backend", "embedded", "--temperature", "0"]
-    cmd += ["--message", "Run this code: print(2 ** 10)", "--json", "--yes"]
-    result = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
-    assert result.returncode == 0, result.stderr
-    doc = json.loads(result.stdout)
+    doc = oneshot(tmp_path, "--message", "Run this code: print(2 ** 10)", "--yes")
     [call] = doc["tool_calls"]
     assert call["name"] == "code_execution" and call["arguments"] == {"code": "print(2 ** 10)"}
     assert call["ok"] and call["result"]["stdout"] == "1024\n"

@@ -44,10 +44,12 @@ def test_init_writes_the_config_once(initialised: ServicePaths, capsys) -> None:
 def test_init_chooses_what_the_first_version_starts_from(tmp_path: Path, capsys) -> None:
     from thau_chat.backends.embedded import default_adapter_path
 
-    assert main(["init", "--no-ollama"]) == 0
     shipped = default_adapter_path()
-    config = ServiceConfig.load(ServicePaths.default().config)
-    assert config.start_adapter == (str(shipped) if shipped else None)
+    assert shipped is not None  # the package ships the 135m adapter
+    assert main(["init", "--no-ollama"]) == 0
+    assert ServiceConfig.load(ServicePaths.default().config).start_adapter == str(shipped)
+    assert main(["init", "--force", "--size", "360m"]) == 0  # no shipped adapter for 360m
+    assert ServiceConfig.load(ServicePaths.default().config).start_adapter is None
 
     mine = tmp_path / "mine.gguf"
     assert main(["init", "--force", "--start-adapter", str(mine)]) == 0
