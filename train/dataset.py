@@ -11,7 +11,8 @@ one example a line::
 ``tool`` is the first tool called (``null`` when none), ``kind`` says what the example
 teaches (``image``, ``code``, ``search``, ``chat``, ``fact``, ``neg_image``...; ``neg_*``
 are hard negatives). Every example starts with ``system_prompt(tools, style="short")``
-and has exactly one user message. Whole templates go to one side of the split, so the
+and one request (the last user message); some have a short earlier exchange before it,
+as a chat's later turns do. Whole templates go to one side of the split, so the
 validation set holds phrasings the model never trained on.
 """
 
@@ -23,7 +24,7 @@ import random
 import re
 from collections import Counter
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -58,6 +59,7 @@ class BuildConfig:
     seed: int = DEFAULT_SEED
     valid_share: float = 0.1
     per_image_template: int = 9
+    per_scene_template: dict[str, int] = field(default_factory=lambda: {"es": 7, "en": 3})
     per_code_template: int = 9
     per_search_template: int = 9
     per_current_template: int = 5
@@ -72,6 +74,7 @@ class BuildConfig:
     count_share: float = 0.2
     preface_share: float = 0.2
     image_result_share: float = 0.15
+    history_share: float = 0.12
     code_result_share: float = 0.3
 
 
@@ -182,39 +185,74 @@ def search_result(query: str, results: list[dict[str, str]]) -> dict[str, Any]:
 
 
 # -- families ------------------------------------------------------------------------
+def _article(words: str) -> str:
+    return f"an {words}" if words[0] in "aeiou" else f"a {words}"
+
+
+def scene_subject(parts: dict[str, Any], rng: random.Random) -> dict[str, str]:
+    """A subject built from scene parts: its Spanish and English words and its prompt.
+
+    The English is the literal translation, so the prompt starts with exactly what was
+    asked for: "un zorro azul pescando en la nieve" -> "a blue fox fishing in the snow".
+    """
+    thing = rng.choice(parts["things"])
+    es, en = [thing["es"]], [thing["en"]]
+    if rng.random() < 0.35:
+        color = rng.choice(parts["colors"])
+        es.append(color[thing["g"]])
+        en.insert(0, color["en"])
+    english = [_article(" ".join(en))]
+    if thing.get("alive") and rng.random() < 0.5:
+        action = rng.choice(parts["actions"])
+        es.append(action["es"])
+        english.append(action["en"])
+    if rng.random() < 0.75:
+        place = rng.choice(parts["places"])
+        es.append(place["es"])
+        english.append(place["en"])
+    words = " ".join(english)
+    return {"es": " ".join(es), "en": words, "prompt": words}
+
+
 def _image_drafts(seeds: dict[str, Any], rng: random.Random, cfg: BuildConfig) -> list[Draft]:
-    out = []
+    """Requests for the hand-written subjects, then for scenes built from parts."""
+    jobs = []
     for tpl in seeds["templates"]:
+        jobs += [(tpl, s) for s in rng.sample(seeds["subjects"], cfg.per_image_template)]
+    for tpl in seeds["templates"]:
+        count = cfg.per_scene_template[tpl["lang"]]
+        jobs += [(tpl, scene_subject(seeds["scene"], rng)) for _ in range(count)]
+    out = []
+    for tpl, subject in jobs:
         lang = tpl["lang"]
-        for subject in rng.sample(seeds["subjects"], cfg.per_image_template):
-            words = subject[lang]
-            style = rng.choice(seeds["default_styles"])
-            args: dict[str, Any] = {}
-            if rng.random() < cfg.style_share:
-                chosen = rng.choice(seeds["styles"])
-                words, style = f"{words} {chosen[lang]}", chosen["prompt"]
-            if rng.random() < cfg.option_share:
-                option = rng.choice(seeds["options"])
-                words = f"{words}, {option[lang]}"
-                args.update(option["args"])
-            prompt = f"{subject['prompt']}, {style}, {rng.choice(seeds['finishes'])}"
-            args = {"prompt": prompt, **args}
-            messages = [_user(tpl["text"].format(s=words))]
-            messages.append(_call("generate_image", args, _preface(seeds, lang, rng, cfg)))
-            if rng.random() < cfg.image_result_share:
-                if rng.random() < 0.2:
-                    failure = rng.choice(seeds["answers_error"])
-                    messages += [
-                        _result("generate_image", error=failure["error"]),
-                        _assistant(failure[lang]),
-                    ]
-                else:
-                    seed = args.get("seed", rng.randrange(1, 2**31))
-                    result = image_result(prompt, args, seed)
-                    answer = rng.choice(seeds["answers_ok"][lang])
-                    answer = answer.format(s=subject[lang], url=result["image_url"])
-                    messages += [_result("generate_image", result), _assistant(answer)]
-            out.append(Draft("image", f"image/{tpl['id']}", lang, "image", messages))
+        words = subject[lang]
+        style = rng.choice(seeds["default_styles"])
+        args: dict[str, Any] = {}
+        if rng.random() < cfg.style_share:
+            chosen = rng.choice(seeds["styles"])
+            words, style = f"{words} {chosen[lang]}", chosen["prompt"]
+        if rng.random() < cfg.option_share:
+            option = rng.choice(seeds["options"])
+            words = f"{words}, {option[lang]}"
+            args.update(option["args"])
+        prompt = f"{subject['prompt']}, {style}, {rng.choice(seeds['finishes'])}"
+        args = {"prompt": prompt, **args}
+        messages = [_user(tpl["text"].format(s=words))]
+        messages.append(_call("generate_image", args, _preface(seeds, lang, rng, cfg)))
+        if rng.random() < cfg.image_result_share:
+            if rng.random() < 0.2:
+                failure = rng.choice(seeds["answers_error"])
+                messages += [
+                    _result("generate_image", error=failure["error"]),
+                    _assistant(failure[lang]),
+                ]
+            else:
+                seed = args.get("seed", rng.randrange(1, 2**31))
+                result = image_result(prompt, args, seed)
+                answer = rng.choice(seeds["answers_ok"][lang])
+                answer = answer.format(s=subject[lang], url=result["image_url"])
+                messages += [_result("generate_image", result), _assistant(answer)]
+        out.append(Draft("image", f"image/{tpl['id']}", lang, "image", messages))
     return out
 
 
@@ -363,10 +401,30 @@ def _family_drafts(
     for tpl in seeds["explain_templates"]:
         lang = tpl["lang"]
         tasks = [t for t in code_tasks if lang in t and not t.get("error")]
+        if tpl.get("inline"):
+            tasks = [t for t in tasks if "\n" not in t["code"].strip()]
         for task in rng.sample(tasks, cfg.per_explain_template):
             values = {"code": task["code"], "ask": task[lang]["ask"]}
             add("explain", tpl, tpl["text"].format(**values), tpl["answer"].format(**values))
     return out
+
+
+def _add_history(drafts: Sequence[Draft], rng: random.Random, share: float) -> None:
+    """Put a short earlier exchange before some requests, as in a chat's later turns.
+
+    The exchange is another tool-free example of the same language with a short answer,
+    so the model learns to act on the last message, whatever came before it.
+    """
+    pool: dict[str, list[list[Message]]] = {lang: [] for lang in LANGS}
+    for draft in drafts:
+        short = len(draft.messages) == 2 and len(draft.messages[1]["content"]) <= 90
+        if short and draft.kind in ("chat", "capital", "word", "math", "conversion", "fact"):
+            pool[draft.lang].append(list(draft.messages))
+    for draft in drafts:
+        if rng.random() < share:
+            earlier = rng.choice(pool[draft.lang])
+            if earlier[0]["content"] != draft.messages[0]["content"]:
+                draft.messages[:0] = [dict(m) for m in earlier]
 
 
 # -- build ---------------------------------------------------------------------------
@@ -375,7 +433,8 @@ def _norm(text: str) -> str:
 
 
 def user_text(example: dict[str, Any]) -> str:
-    return next(m["content"] for m in example["messages"] if m["role"] == "user")
+    """The request: the example's last user message."""
+    return [m["content"] for m in example["messages"] if m["role"] == "user"][-1]
 
 
 def _example(draft: Draft, system: str, number: int) -> dict[str, Any]:
@@ -439,6 +498,7 @@ def build(
         if key not in seen:
             seen.add(key)
             kept.append(draft)
+    _add_history(kept, random.Random(f"{cfg.seed}-history"), cfg.history_share)
     valid_templates = _split(kept, cfg.valid_share, cfg.seed)
     numbers: Counter[str] = Counter()
     train, valid = [], []
@@ -546,7 +606,8 @@ def _check_result(message: Message, name: str) -> list[str]:
 def check_example(example: Any, registry: ToolRegistry, system: str) -> list[str]:
     """What is wrong with one example (empty when nothing).
 
-    After the system and user messages come assistant, tool, assistant, ... ending with
+    After the system message come user, assistant pairs without tool calls (an earlier
+    exchange, often none), the request, then assistant, tool, assistant, ... ending with
     an assistant message; every assistant message but the last calls a tool, and each
     tool message is that call's ``format_tool_result``.
     """
@@ -567,14 +628,28 @@ def check_example(example: Any, registry: ToolRegistry, system: str) -> list[str
         problems.append('the first message must be system_prompt(tools, style="short")')
     if roles[1] != "user":
         problems.append("the second message must be the user's")
+    last_user = max(i for i, role in enumerate(roles) if role == "user") if "user" in roles else 1
+    for i, message in enumerate(messages[1:last_user]):
+        role = "user" if i % 2 == 0 else "assistant"
+        unanswered = i == last_user - 2 and role == "user"
+        if (
+            message.get("role") != role
+            or unanswered
+            or (role == "assistant" and _parse(message["content"]))
+        ):
+            problems.append(
+                "before the last user message only user, assistant pairs without tool calls"
+            )
+            break
     first_tool = None
     called: str | None = None
-    body = messages[2:]
+    body = messages[last_user + 1 :]
     for i, message in enumerate(body):
         role = "assistant" if i % 2 == 0 else "tool"
         if message.get("role") != role or (role == "tool" and i == len(body) - 1):
+            got = roles[last_user + 1 :]
             problems.append(
-                f"after the user message expected assistant, tool, ..., assistant; got {roles[2:]}"
+                f"after the user message expected assistant, tool, ..., assistant; got {got}"
             )
             break
         if role == "tool":

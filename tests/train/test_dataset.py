@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+import random
 import subprocess
 import sys
 from collections import Counter
@@ -110,7 +111,8 @@ def test_spanish_image_requests_get_english_prompts(built: dataset.Dataset) -> N
     spanish = [e for e in built.examples if e["tool"] == "generate_image" and e["lang"] == "es"]
     assert len(spanish) >= 80
     for e in spanish:
-        body = e["messages"][2]["content"].split(">", 1)[1].removesuffix("</TOOL>")
+        call = next(m["content"] for m in e["messages"][1:] if "<TOOL:" in m["content"])
+        body = call.split(">", 1)[1].removesuffix("</TOOL>")
         prompt = json.loads(body)["prompt"]
         assert prompt.isascii() and ", " in prompt, prompt
 
@@ -157,6 +159,81 @@ def test_validator_accepts_good_examples(system: str, registry: ToolRegistry) ->
     )
     plain = example(system, user("Hi"), assistant("Hello!"), template="t/three")
     assert problems_of(system, registry, good_call(system), multi, plain) == []
+
+
+def test_validator_takes_an_earlier_exchange_before_the_request(
+    system: str, registry: ToolRegistry
+) -> None:
+    call = format_tool_call("web_search", {"query": "llama.cpp"})
+    later = example(
+        system,
+        user("Hi"),
+        assistant("Hello!"),
+        user("Search llama.cpp"),
+        assistant(call),
+        tool="web_search",
+    )
+    assert problems_of(system, registry, later) == []
+    assert dataset.user_text(later) == "Search llama.cpp"
+    called_before = example(
+        system,
+        user("Search x"),
+        assistant(call),
+        user("Search llama.cpp"),
+        assistant(call),
+        template="t/called",
+        tool="web_search",
+    )
+    two_users = example(
+        system,
+        user("Hi"),
+        user("Search llama.cpp"),
+        assistant(call),
+        template="t/users",
+        tool="web_search",
+    )
+    for broken in (called_before, two_users):
+        found = problems_of(system, registry, broken)
+        assert any("pairs without tool calls" in p for p in found), found
+
+
+def test_scenes_translate_word_by_word() -> None:
+    parts = {
+        "things": [{"es": "una casa", "en": "house", "g": "f"}],
+        "colors": [{"m": "rojo", "f": "roja", "en": "orange"}],
+        "actions": [{"es": "durmiendo", "en": "sleeping"}],
+        "places": [{"es": "en la nieve", "en": "in the snow"}],
+    }
+    seen = set()
+    rng = random.Random(0)
+    for _ in range(60):
+        subject = dataset.scene_subject(parts, rng)
+        seen.add((subject["es"], subject["en"]))
+        assert subject["prompt"] == subject["en"]
+    # gender agreement, "an" before a vowel, and no action for a thing that is not alive
+    assert seen == {
+        ("una casa", "a house"),
+        ("una casa roja", "an orange house"),
+        ("una casa en la nieve", "a house in the snow"),
+        ("una casa roja en la nieve", "an orange house in the snow"),
+    }
+
+
+def test_built_dataset_has_scenes_and_later_turns(built: dataset.Dataset) -> None:
+    examples = built.examples
+    later = [e for e in examples if sum(m["role"] == "user" for m in e["messages"]) == 2]
+    assert 0.06 * len(examples) <= len(later) <= 0.2 * len(examples)
+    assert {e["tool"] for e in later} == {None, *dataset.TOOLS}
+    prompts = [
+        json.loads(m["content"].split(">", 1)[1].removesuffix("</TOOL>"))["prompt"]
+        for e in examples
+        if e["tool"] == "generate_image" and e["lang"] == "es"
+        for m in e["messages"][1:]
+        if "<TOOL:" in m["content"]
+    ]
+    things = dataset.load_seeds()["image"]["scene"]["things"]
+    words = {f" {t['en']} " for t in things}
+    assert len({w for w in words for p in prompts if w in f" {p} "}) >= 40
 
 
 @pytest.mark.parametrize(
