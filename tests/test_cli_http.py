@@ -42,6 +42,7 @@ def test_oneshot_over_ollama_with_a_tool_call(tmp_path: Path, fake_ollama: FakeO
     assert result.returncode == 0, result.stderr.decode()
     doc = json.loads(result.stdout)
     assert doc["backend"] == "ollama" and doc["model"] == "thau-135m"
+    assert doc["adapter"] is None
     (call,) = doc["tool_calls"]
     assert call["name"] == "code_execution" and call["ok"] is True
     assert call["result"]["stdout"].strip() == "42"

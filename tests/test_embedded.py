@@ -108,6 +108,7 @@ def oneshot(tmp_path: Path, *args: str) -> dict:
 def test_oneshot_end_to_end_on_embedded_default(tmp_path: Path) -> None:
     doc = oneshot(tmp_path, "--message", "Hola, ¿cómo estás?")
     assert doc["backend"] == "embedded" and doc["error"] is None
+    assert doc["adapter"] == str(default_adapter_path())
     assert doc["answer"]
     assert doc["messages"][0] == {"role": "user", "content": "Hola, ¿cómo estás?"}
     assert Path(doc["conversation"]).is_file()

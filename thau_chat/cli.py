@@ -55,6 +55,13 @@ def build_parser() -> argparse.ArgumentParser:
         dest="grammar",
         help="embedded: don't constrain tool-call JSON with a grammar",
     )
+    add(
+        "--verbose",
+        "-v",
+        action="store_const",
+        const=True,
+        help="chat: print timings and tokens/s after each answer (/verbose toggles)",
+    )
     add("--load", metavar="FILE|ID", help="continue a saved conversation")
     add("--run-tool", metavar="NAME", help="run one tool directly, without a model")
     add("--args", metavar="JSON", default="{}", help="arguments for --run-tool")
@@ -86,6 +93,7 @@ def main(argv: list[str] | None = None) -> int:
             temperature=args.temperature,
             tool_mode=args.tool_mode,
             grammar=args.grammar,
+            verbose=args.verbose,
         )
     except ThauError as exc:
         return fail(str(exc), 2)

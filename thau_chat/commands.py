@@ -285,6 +285,14 @@ def last_image(messages: list[dict[str, Any]]) -> Path | None:
     return None
 
 
+@command("verbose", "/verbose", "print timings and tokens/s after each answer (on/off)")
+def _verbose(repl: ChatRepl, arg: str) -> bool:
+    on = not repl.settings.verbose
+    repl.settings = repl.settings.model_copy(update={"verbose": on})
+    info(repl.console, f"Timings after each answer: {'on' if on else 'off'}.")
+    return False
+
+
 @command("open", "/open", "open the last generated image in the system viewer")
 def _open(repl: ChatRepl, arg: str) -> bool:
     path = last_image(repl.conv.messages)

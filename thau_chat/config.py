@@ -58,6 +58,7 @@ class Settings(BaseSettings):
     keep_alive: str = "5m"
     data_dir: Path = Field(default_factory=paths.data_dir)
     tool_result_limit: int = Field(4000, ge=200, description="tool-result chars the model sees")
+    verbose: bool = Field(False, description="chat: print timings and speed after each answer")
 
     @classmethod
     def settings_customise_sources(

@@ -118,9 +118,12 @@ def run_once(settings: Settings, message: str, *, as_json: bool, load: str | Non
         if conv.messages:
             conv.save()
     if as_json:
+        backend = session.selection.backend
+        adapter = getattr(backend, "adapter_path", None)
         doc = {
-            "backend": session.selection.backend.name,
-            "model": session.selection.backend.model,
+            "backend": backend.name,
+            "model": backend.model,
+            "adapter": str(adapter) if adapter else None,
             "answer": "".join(answer).strip(),
             "messages": conv.messages,
             "tool_calls": calls,

@@ -93,15 +93,39 @@ def approval_panel(tool: Tool, call: ToolCall) -> Panel:
     return Panel(body, title=title, title_align="left", style="yellow")
 
 
+def turn_stats(done: TurnDone) -> str:
+    """One line about a finished turn, like ``ollama run --verbose`` prints:
+    ``2.41 s · first token 0.52 s · 37 tokens, 21.3 tokens/s · 2 model calls``."""
+    parts = [f"{done.elapsed_s:.2f} s"]
+    if done.first_token_s is not None:
+        parts.append(f"first token {done.first_token_s:.2f} s")
+    tokens = done.stats.get("eval_count")
+    if tokens:
+        words = f"{tokens} tokens"
+        duration = done.stats.get("eval_duration") or done.stats.get("total_duration")
+        if duration:
+            words += f", {tokens / (duration / 1e9):.1f} tokens/s"
+        parts.append(words)
+    prompt = done.stats.get("prompt_eval_count")
+    if prompt:
+        parts.append(f"prompt {prompt} tokens")
+    if done.steps > 1:
+        parts.append(f"{done.steps} model calls")
+    return " · ".join(parts)
+
+
 class TurnView:
     """Shows one turn as it happens: a spinner until the first token, then the answer."""
 
-    def __init__(self, console: Console, conversation_path: Path | None = None) -> None:
+    def __init__(
+        self, console: Console, conversation_path: Path | None = None, *, verbose: bool = False
+    ) -> None:
         self.console = console
         self.conversation_path = conversation_path
         self._live: Live | None = None
         self._answer: _StreamedMarkdown | None = None
         self._shown: Any = None
+        self.verbose = verbose
 
     # the live area ------------------------------------------------------------
     def _show(self, renderable: Any) -> None:
@@ -162,6 +186,8 @@ class TurnView:
             info(self.console, event.message)
         elif isinstance(event, TurnDone):
             self.pause()
+            if self.verbose:
+                info(self.console, turn_stats(event))
 
     def interrupted(self) -> None:
         self.pause()

@@ -231,7 +231,7 @@ class ChatRepl:
                 info(self.console, "The message was not sent (Up arrow brings it back).")
             return
         assert self.session is not None
-        self.view = view = TurnView(self.console, self.conv.path)
+        self.view = view = TurnView(self.console, self.conv.path, verbose=self.settings.verbose)
         events = self.session.agent.run_turn(self.conv.messages, text)
         try:
             view.thinking()

@@ -12,8 +12,10 @@ from prompt_toolkit.document import Document
 from tests.repl.helpers import run_chat
 from tests.scripted import ScriptedBackend
 from thau_chat import commands
+from thau_chat.agent import TurnDone
 from thau_chat.backends import Selection
 from thau_chat.config import Settings
+from thau_chat.render import turn_stats
 from thau_chat.repl import SlashCompleter
 
 EXIT = "\x04"  # Ctrl-D
@@ -215,3 +217,31 @@ def test_tab_completes_slash_commands() -> None:
     assert list(completer.get_completions(Document("hello /mo"), CompleteEvent(True))) == []
     chat = run_chat("/too", later=["\t", "\r", EXIT])
     assert "echo(text, times=1)" in chat.screen
+
+
+def test_verbose_prints_turn_timings_and_toggles() -> None:
+    chat = run_chat("one\r/verbose\rtwo\r/verbose\rthree\r" + EXIT, [["a"], ["b"], ["c"]])
+    first, rest = chat.screen.split("Timings after each answer: on.")
+    second, third = rest.split("Timings after each answer: off.")
+    assert "tokens/s" not in first and " s · " not in first
+    # the scripted backend reports 1 token per reply and no duration: count, no speed
+    assert "1 tokens" in second and " s · first token " in second
+    assert " s · " not in third
+
+
+def test_verbose_flag_starts_with_timings_on() -> None:
+    chat = run_chat("one\r" + EXIT, [["a"]], verbose=True)
+    assert " s · first token " in chat.screen
+
+
+def test_turn_stats_line_reads_each_backends_figures() -> None:
+    ollama = TurnDone(2, 2.414, 0.52, {"eval_count": 37, "eval_duration": 1_737_000_000})
+    assert (
+        turn_stats(ollama)
+        == "2.41 s · first token 0.52 s · 37 tokens, 21.3 tokens/s · 2 model calls"
+    )
+    openai = TurnDone(
+        1, 1.0, None, {"eval_count": 10, "total_duration": 500_000_000, "prompt_eval_count": 80}
+    )
+    assert turn_stats(openai) == "1.00 s · 10 tokens, 20.0 tokens/s · prompt 80 tokens"
+    assert turn_stats(TurnDone(1, 0.25, 0.1, {})) == "0.25 s · first token 0.10 s"

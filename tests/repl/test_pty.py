@@ -311,8 +311,11 @@ def test_every_slash_command(
     assert "thau-135m" in chat.prompt()
     chat.say("/model other-model")
     assert "other-model" in chat.prompt()
+    chat.say("/verbose")
+    assert "Timings after each answer: on." in chat.prompt()
     chat.say("and you?")
-    assert "from the other model" in chat.prompt()
+    shown = chat.prompt()
+    assert "from the other model" in shown and "tokens/s" in shown
     assert fake_ollama.last_chat["model"] == "other-model"
     assert fake_ollama.last_chat["messages"][0]["content"] == "Speak briefly."
     chat.say("/open")
