@@ -58,24 +58,26 @@ class BuildConfig:
 
     seed: int = DEFAULT_SEED
     valid_share: float = 0.1
-    per_image_template: int = 9
+    per_image_template: int = 7
     per_scene_template: dict[str, int] = field(default_factory=lambda: {"es": 7, "en": 3})
     per_code_template: int = 9
     per_search_template: int = 9
     per_current_template: int = 5
     per_capital_template: int = 12
-    per_word_template: int = 10
+    per_word_template: int = 22
     per_math_template: int = 8
     per_conversion_template: int = 6
     per_work_template: int = 9
     per_explain_template: int = 7
+    per_howto_template: int = 8
+    per_advice_template: int = 7
     style_share: float = 0.35
     option_share: float = 0.3
     count_share: float = 0.2
     preface_share: float = 0.2
-    image_result_share: float = 0.15
+    image_result_share: float = 0.1
     history_share: float = 0.12
-    code_result_share: float = 0.3
+    code_result_share: float = 0.2
 
 
 @dataclass
@@ -358,15 +360,27 @@ def _arithmetic(op: str, rng: random.Random) -> tuple[int, int, int]:
     return b * r, b, r
 
 
+def scene_words(things: list[dict[str, Any]]) -> list[dict[str, str]]:
+    """The image scene nouns as word pairs, without the Spanish article."""
+    return [{"es": t["es"].split(" ", 1)[1], "en": t["en"]} for t in things]
+
+
 def _family_drafts(
-    seeds: dict[str, Any], rng: random.Random, cfg: BuildConfig, code_tasks: list[dict[str, Any]]
+    seeds: dict[str, Any],
+    rng: random.Random,
+    cfg: BuildConfig,
+    code_tasks: list[dict[str, Any]],
+    things: list[dict[str, Any]],
 ) -> list[Draft]:
     """Direct answers from tables: capitals, words, sums, units, authors, code explained."""
     out = []
+    known = {row["es"] for row in seeds["words"]}
+    words = seeds["words"] + [w for w in scene_words(things) if w["es"] not in known]
 
-    def add(family: str, tpl: dict[str, Any], text: str, answer: str) -> None:
+    def add(family: str, tpl: dict[str, Any], text: str, answer: str, kind: str = "") -> None:
         messages = [_user(text), _assistant(answer)]
-        out.append(Draft(family, f"{family}/{tpl['id']}", tpl["lang"], family, messages))
+        template = f"{family}/{tpl['id']}"
+        out.append(Draft(family, template, tpl["lang"], kind or family, messages))
 
     for tpl in seeds["capital_templates"]:
         lang = tpl["lang"]
@@ -374,7 +388,7 @@ def _family_drafts(
             values = {"country": row[lang], "capital": row[f"cap_{lang}"]}
             add("capital", tpl, tpl["text"].format(**values), tpl["answer"].format(**values))
     for tpl in seeds["word_templates"]:
-        for row in rng.sample(seeds["words"], cfg.per_word_template):
+        for row in rng.sample(words, cfg.per_word_template):
             add("word", tpl, tpl["text"].format(**row), tpl["answer"].format(**row))
     for tpl in seeds["arithmetic_templates"]:
         pairs: set[tuple[int, int]] = set()
@@ -398,6 +412,20 @@ def _family_drafts(
             }
             answer = tpl["answer"].format(**values)
             add("work", tpl, tpl["text"].format(**values), answer[:1].upper() + answer[1:])
+    snippets = [
+        (what, plang, table)
+        for what in seeds["howto_constructs"]
+        for plang, table in seeds["howto_languages"].items()
+    ]
+    for tpl in seeds["howto_templates"]:
+        for what, plang, table in rng.sample(snippets, cfg.per_howto_template):
+            text = tpl["text"].format(what=what[tpl["lang"]], plang=plang)
+            answer = f"{tpl['intro']}\n```{table['fence']}\n{table[what['id']]}\n```"
+            add("howto", tpl, text, answer, kind="neg_code")
+    for tpl in seeds["advice_templates"]:
+        lang = tpl["lang"]
+        for row in rng.sample(seeds["advice"], cfg.per_advice_template):
+            add("advice", tpl, tpl["text"].format(goal=row[lang]), row[f"a_{lang}"], "neg_search")
     for tpl in seeds["explain_templates"]:
         lang = tpl["lang"]
         tasks = [t for t in code_tasks if lang in t and not t.get("error")]
@@ -489,7 +517,9 @@ def build(
         *_code_drafts(seeds["code"], rng, cfg),
         *_search_drafts(seeds["search"], rng, cfg),
         *_answer_drafts(seeds["answers"]),
-        *_family_drafts(seeds["families"], rng, cfg, seeds["code"]["tasks"]),
+        *_family_drafts(
+            seeds["families"], rng, cfg, seeds["code"]["tasks"], seeds["image"]["scene"]["things"]
+        ),
     ]
     seen: set[str] = set()
     kept: list[Draft] = []

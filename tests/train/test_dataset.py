@@ -350,3 +350,17 @@ def test_cli_build_validate_stats(tmp_path: Path, capsys: pytest.CaptureFixture[
     assert main(["dataset", "validate", str(out)]) == 1
     assert "duplicate user message" in capsys.readouterr().out
     assert main(["dataset", "build", "--check", "--out", str(out)]) == 1
+
+
+def test_no_dev_eval_case_is_in_the_training_data(built: dataset.Dataset) -> None:
+    """The dev set measures what the model learnt, not what it was shown."""
+    dev = dataset.read_jsonl(dataset.ROOT / "eval" / "dev.jsonl")
+    asked = {dataset._norm(c["messages"][-1]["content"]) for c in dev}  # each case's request
+    taught = {
+        dataset._norm(m["content"])
+        for e in built.examples
+        for m in e["messages"]
+        if m["role"] == "user"
+    }
+    assert len(dev) >= 100
+    assert asked.isdisjoint(taught), asked & taught
