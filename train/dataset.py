@@ -188,7 +188,9 @@ def search_result(query: str, results: list[dict[str, str]]) -> dict[str, Any]:
 
 # -- families ------------------------------------------------------------------------
 def _article(words: str) -> str:
-    return f"an {words}" if words[0] in "aeiou" else f"a {words}"
+    """``a``/``an`` by sound for the scene vocabulary ("an owl", "a unicorn")."""
+    vowel = words[0] in "aeiou" and not words.startswith(("uni", "use", "eu", "one"))
+    return f"an {words}" if vowel else f"a {words}"
 
 
 def scene_subject(parts: dict[str, Any], rng: random.Random) -> dict[str, str]:
@@ -372,7 +374,8 @@ def _family_drafts(
     code_tasks: list[dict[str, Any]],
     things: list[dict[str, Any]],
 ) -> list[Draft]:
-    """Direct answers from tables: capitals, words, sums, units, authors, code explained."""
+    """Direct answers from tables: capitals, words, sums, units, authors, code to explain,
+    code written but not run, advice."""
     out = []
     known = {row["es"] for row in seeds["words"]}
     words = seeds["words"] + [w for w in scene_words(things) if w["es"] not in known]

@@ -219,6 +219,23 @@ def test_scenes_translate_word_by_word() -> None:
     }
 
 
+def test_scene_articles_follow_the_sound() -> None:
+    parts = {
+        "colors": [{"m": "azul", "f": "azul", "en": "orange"}],
+        "actions": [],
+        "places": [{"es": "en la nieve", "en": "in the snow"}],
+    }
+    for noun, bare, colored in [
+        ("owl", "an owl", "an orange owl"),
+        ("unicorn", "a unicorn", "an orange unicorn"),
+        ("cat", "a cat", "an orange cat"),
+    ]:
+        parts["things"] = [{"es": "un x", "en": noun, "g": "m"}]
+        rng = random.Random(0)
+        seen = {dataset.scene_subject(parts, rng)["en"].split(" in ")[0] for _ in range(40)}
+        assert seen == {bare, colored}
+
+
 def test_built_dataset_has_scenes_and_later_turns(built: dataset.Dataset) -> None:
     examples = built.examples
     later = [e for e in examples if sum(m["role"] == "user" for m in e["messages"]) == 2]
