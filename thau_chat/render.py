@@ -101,7 +101,7 @@ def turn_stats(done: TurnDone) -> str:
         parts.append(f"first token {done.first_token_s:.2f} s")
     tokens = done.stats.get("eval_count")
     if tokens:
-        words = f"{tokens} tokens"
+        words = f"{tokens} token{'s' if tokens != 1 else ''}"
         duration = done.stats.get("eval_duration") or done.stats.get("total_duration")
         if duration:
             words += f", {tokens / (duration / 1e9):.1f} tokens/s"

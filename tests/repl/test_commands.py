@@ -225,7 +225,7 @@ def test_verbose_prints_turn_timings_and_toggles() -> None:
     second, third = rest.split("Timings after each answer: off.")
     assert "tokens/s" not in first and " s · " not in first
     # the scripted backend reports 1 token per reply and no duration: count, no speed
-    assert "1 tokens" in second and " s · first token " in second
+    assert "· 1 token" in second and "1 tokens" not in second and " s · first token " in second
     assert " s · " not in third
 
 

@@ -212,7 +212,10 @@ def tool_body_gbnf(schema: dict[str, Any]) -> str:
     from llama_cpp.llama_grammar import json_schema_to_gbnf
 
     gbnf = json_schema_to_gbnf(json.dumps(grammar_schema(schema), sort_keys=True))
-    return "\n".join(_TAG_SAFE_CHAR if line == _JSON_CHAR else line for line in gbnf.splitlines())
+    lines = gbnf.splitlines()
+    if _JSON_CHAR not in lines:  # a llama-cpp-python that writes its string rule otherwise
+        warnings.warn("tool-call grammar: strings may hold '</' (unknown char rule)", stacklevel=2)
+    return "\n".join(_TAG_SAFE_CHAR if line == _JSON_CHAR else line for line in lines)
 
 
 def _grammar_for(schema: dict[str, Any]) -> Any:
