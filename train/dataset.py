@@ -25,6 +25,7 @@ import re
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from itertools import islice
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +47,17 @@ DEFAULT_SEED = 5
 TOOLS = ("generate_image", "code_execution", "web_search")
 LANGS = ("es", "en")
 VISION_URL = "http://localhost:8000"
+WORDS_PER_LIST = 6
+RESULT_COUNTS = (1, 2, 3, 4, 6, 7, 8, 10)  # asked-for numbers of search results
+IMAGE_SIZES = (  # asked-for image sizes (width, height)
+    (512, 512),
+    (768, 768),
+    (1024, 1024),
+    (512, 768),
+    (768, 512),
+    (1024, 768),
+    (640, 640),
+)
 
 
 class DatasetError(ThauError):
@@ -58,26 +70,29 @@ class BuildConfig:
 
     seed: int = DEFAULT_SEED
     valid_share: float = 0.1
-    per_image_template: int = 7
-    per_scene_template: dict[str, int] = field(default_factory=lambda: {"es": 7, "en": 3})
+    valid_per_template: int = 10  # validation keeps at most this many of a template
+    per_image_template: int = 2
+    per_scene_template: dict[str, int] = field(default_factory=lambda: {"es": 24, "en": 3})
     per_code_template: int = 9
     per_search_template: int = 9
     per_current_template: int = 5
     per_capital_template: int = 12
-    per_word_template: int = 22
+    per_word_template: int = 25
+    per_word_list_template: int = 48
     per_math_template: int = 8
     per_conversion_template: int = 6
     per_work_template: int = 9
     per_explain_template: int = 7
-    per_howto_template: int = 8
-    per_advice_template: int = 7
+    per_howto_template: int = 11
+    per_advice_template: int = 9
+    scene_pair_share: float = 0.6
     style_share: float = 0.35
     option_share: float = 0.3
     count_share: float = 0.2
     preface_share: float = 0.2
-    image_result_share: float = 0.1
-    history_share: float = 0.12
-    code_result_share: float = 0.2
+    image_result_share: float = 0.03
+    history_share: float = 0.05
+    code_result_share: float = 0.12
 
 
 @dataclass
@@ -193,13 +208,37 @@ def _article(words: str) -> str:
     return f"an {words}" if vowel else f"a {words}"
 
 
-def scene_subject(parts: dict[str, Any], rng: random.Random) -> dict[str, str]:
-    """A subject built from scene parts: its Spanish and English words and its prompt.
+def deck(items: list[Any], n: int, rng: random.Random) -> list[Any]:
+    """``n`` items dealt from shuffled copies of ``items``: each one comes up as often as
+    any other (give or take one), unlike ``n`` independent choices."""
+    out: list[Any] = []
+    while len(out) < n:
+        out += rng.sample(items, len(items))
+    return out[:n]
+
+
+def scene_subject(
+    parts: dict[str, Any],
+    rng: random.Random,
+    thing: dict[str, Any] | None = None,
+    other: dict[str, Any] | None = None,
+) -> dict[str, str]:
+    """A subject built from scene parts (around ``thing``, or a random one, and ``other``
+    beside it if given): its Spanish and English words and its prompt.
 
     The English is the literal translation, so the prompt starts with exactly what was
-    asked for: "un zorro azul pescando en la nieve" -> "a blue fox fishing in the snow".
+    asked for: "un zorro azul pescando en la nieve" -> "a blue fox fishing in the snow",
+    "un gato y una jirafa en la playa" -> "a cat and a giraffe on the beach".
     """
-    thing = rng.choice(parts["things"])
+    thing = thing or rng.choice(parts["things"])
+    if other:
+        es = [thing["es"], "y", other["es"]]
+        english = [f"{_article(thing['en'])} and {_article(other['en'])}"]
+        if rng.random() < 0.75:
+            place = rng.choice(parts["places"])
+            es.append(place["es"])
+            english.append(place["en"])
+        return {"es": " ".join(es), "en": " ".join(english), "prompt": " ".join(english)}
     es, en = [thing["es"]], [thing["en"]]
     if rng.random() < 0.35:
         color = rng.choice(parts["colors"])
@@ -223,9 +262,12 @@ def _image_drafts(seeds: dict[str, Any], rng: random.Random, cfg: BuildConfig) -
     jobs = []
     for tpl in seeds["templates"]:
         jobs += [(tpl, s) for s in rng.sample(seeds["subjects"], cfg.per_image_template)]
-    for tpl in seeds["templates"]:
-        count = cfg.per_scene_template[tpl["lang"]]
-        jobs += [(tpl, scene_subject(seeds["scene"], rng)) for _ in range(count)]
+    scene_jobs = [t for t in seeds["templates"] for _ in range(cfg.per_scene_template[t["lang"]])]
+    pairs = [rng.random() < cfg.scene_pair_share for _ in scene_jobs]
+    things = iter(deck(seeds["scene"]["things"], len(scene_jobs) + sum(pairs), rng))
+    for tpl, pair in zip(scene_jobs, pairs, strict=True):
+        thing, other = next(things), next(things) if pair else None
+        jobs.append((tpl, scene_subject(seeds["scene"], rng, thing, other)))
     out = []
     for tpl, subject in jobs:
         lang = tpl["lang"]
@@ -235,13 +277,23 @@ def _image_drafts(seeds: dict[str, Any], rng: random.Random, cfg: BuildConfig) -
         if rng.random() < cfg.style_share:
             chosen = rng.choice(seeds["styles"])
             words, style = f"{words} {chosen[lang]}", chosen["prompt"]
-        if rng.random() < cfg.option_share:
+        if rng.random() < cfg.option_share and not tpl.get("sized"):
             option = rng.choice(seeds["options"])
-            words = f"{words}, {option[lang]}"
-            args.update(option["args"])
+            if option.get("size"):
+                w, h = rng.choice(IMAGE_SIZES)
+                words = f"{words}, {option[lang].format(w=w, h=h)}"
+                args.update(width=w, height=h)
+            else:
+                words = f"{words}, {option[lang]}"
+                args.update(option["args"])
+        size = ""
+        if tpl.get("sized"):  # the size comes before the subject
+            w, h = rng.choice(IMAGE_SIZES)
+            size = f"{w}x{h}"
+            args.update(width=w, height=h)
         prompt = f"{subject['prompt']}, {style}, {rng.choice(seeds['finishes'])}"
         args = {"prompt": prompt, **args}
-        messages = [_user(tpl["text"].format(s=words))]
+        messages = [_user(tpl["text"].format(s=words, size=size))]
         messages.append(_call("generate_image", args, _preface(seeds, lang, rng, cfg)))
         if rng.random() < cfg.image_result_share:
             if rng.random() < 0.2:
@@ -306,9 +358,13 @@ def _search_drafts(seeds: dict[str, Any], rng: random.Random, cfg: BuildConfig) 
             text = tpl["text"].format(ask=topic[lang]["ask"])
             args: dict[str, Any] = {"query": topic[lang]["query"]}
             if rng.random() < cfg.count_share:
-                count = rng.choice(seeds["counts"])
-                text = _with_sentence(text, count[lang])
-                args["max_results"] = count["max_results"]
+                count, n = rng.choice(seeds["counts"]), rng.choice(RESULT_COUNTS)
+                words = count[lang].format(n=n)
+                if count.get("short") and text[-1] not in "?!":
+                    text = f"{text.rstrip('.')}, {words}"
+                else:
+                    text = _with_sentence(text, words[0].upper() + words[1:])
+                args["max_results"] = n
             call = _call("web_search", args, _preface(seeds, lang, rng, cfg))
             out.append(Draft("search", f"search/{tpl['id']}", lang, "search", [_user(text), call]))
     for tpl in seeds["current_templates"]:
@@ -367,6 +423,11 @@ def scene_words(things: list[dict[str, Any]]) -> list[dict[str, str]]:
     return [{"es": t["es"].split(" ", 1)[1], "en": t["en"]} for t in things]
 
 
+def _join(words: list[str], lang: str) -> str:
+    """ "a, b and c" / "a, b y c"."""
+    return f"{', '.join(words[:-1])} {'y' if lang == 'es' else 'and'} {words[-1]}"
+
+
 def _family_drafts(
     seeds: dict[str, Any],
     rng: random.Random,
@@ -390,9 +451,17 @@ def _family_drafts(
         for row in rng.sample(seeds["capitals"], cfg.per_capital_template):
             values = {"country": row[lang], "capital": row[f"cap_{lang}"]}
             add("capital", tpl, tpl["text"].format(**values), tpl["answer"].format(**values))
+    rows = iter(deck(words, cfg.per_word_template * len(seeds["word_templates"]), rng))
     for tpl in seeds["word_templates"]:
-        for row in rng.sample(words, cfg.per_word_template):
+        for row in islice(rows, cfg.per_word_template):
             add("word", tpl, tpl["text"].format(**row), tpl["answer"].format(**row))
+    per_list = cfg.per_word_list_template * len(seeds["word_list_templates"])
+    rows = iter(deck(words, per_list * WORDS_PER_LIST, rng))
+    for tpl in seeds["word_list_templates"]:
+        for _ in range(cfg.per_word_list_template):
+            chunk = list(islice(rows, WORDS_PER_LIST))
+            joined = {lang: _join([row[lang] for row in chunk], lang) for lang in LANGS}
+            add("word", tpl, tpl["text"].format(**joined), tpl["answer"].format(**joined))
     for tpl in seeds["arithmetic_templates"]:
         pairs: set[tuple[int, int]] = set()
         while len(pairs) < cfg.per_math_template:
@@ -538,7 +607,10 @@ def build(
     for draft in kept:
         numbers[draft.template] += 1
         example = _example(draft, system, numbers[draft.template])
-        (valid if draft.template in valid_templates else train).append(example)
+        if draft.template not in valid_templates:
+            train.append(example)
+        elif numbers[draft.template] <= cfg.valid_per_template:
+            valid.append(example)
     order = random.Random(f"{cfg.seed}-order")
     order.shuffle(train)
     order.shuffle(valid)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import json
 import random
+import re
 import subprocess
 import sys
 from collections import Counter
@@ -80,14 +81,15 @@ def test_built_dataset_is_balanced(built: dataset.Dataset, system: str) -> None:
     tools = Counter(e["tool"] for e in examples)
     assert 0.4 <= tools[None] / n <= 0.6
     for name in dataset.TOOLS:
-        assert tools[name] >= 0.12 * n, name
+        assert tools[name] >= 0.09 * n, name
+    # Spanish leads: its image requests carry the vocabulary the model must translate
     langs = Counter(e["lang"] for e in examples)
-    assert set(langs) == {"es", "en"} and min(langs.values()) >= 0.45 * n
+    assert set(langs) == {"es", "en"} and min(langs.values()) >= 0.4 * n
     kinds = Counter(e["kind"] for e in examples)
     for kind in ("neg_image", "neg_search", "neg_code"):
         assert kinds[kind] >= 30, kind
     multi = [e for e in examples if e["multi_turn"]]
-    assert len(multi) >= 80
+    assert len(multi) >= 60
     assert {e["tool"] for e in multi} == set(dataset.TOOLS)
     assert all(e["messages"][0] == {"role": "system", "content": system} for e in examples)
     valid_tools = Counter(e["tool"] for e in built.valid)
@@ -239,7 +241,7 @@ def test_scene_articles_follow_the_sound() -> None:
 def test_built_dataset_has_scenes_and_later_turns(built: dataset.Dataset) -> None:
     examples = built.examples
     later = [e for e in examples if sum(m["role"] == "user" for m in e["messages"]) == 2]
-    assert 0.06 * len(examples) <= len(later) <= 0.2 * len(examples)
+    assert 0.04 * len(examples) <= len(later) <= 0.2 * len(examples)
     assert {e["tool"] for e in later} == {None, *dataset.TOOLS}
     prompts = [
         json.loads(m["content"].split(">", 1)[1].removesuffix("</TOOL>"))["prompt"]
@@ -370,14 +372,111 @@ def test_cli_build_validate_stats(tmp_path: Path, capsys: pytest.CaptureFixture[
 
 
 def test_no_dev_eval_case_is_in_the_training_data(built: dataset.Dataset) -> None:
-    """The dev set measures what the model learnt, not what it was shown."""
+    """The eval sets measure what the model learnt, not what it was shown."""
     dev = dataset.read_jsonl(dataset.ROOT / "eval" / "dev.jsonl")
-    asked = {dataset._norm(c["messages"][-1]["content"]) for c in dev}  # each case's request
+    files = sorted((dataset.ROOT / "eval").glob("*.jsonl"))
+    cases = [case for path in files for case in dataset.read_jsonl(path)]
+    asked = {dataset._norm(c["messages"][-1]["content"]) for c in cases}  # each request
     taught = {
         dataset._norm(m["content"])
         for e in built.examples
         for m in e["messages"]
         if m["role"] == "user"
     }
-    assert len(dev) >= 100
+    assert len(dev) >= 100 and len(cases) > len(dev)
     assert asked.isdisjoint(taught), asked & taught
+
+
+def test_deck_deals_every_item_as_often_as_the_others() -> None:
+    items = list("abcde")
+    dealt = dataset.deck(items, 12, random.Random(3))
+    assert len(dealt) == 12
+    assert set(Counter(dealt).values()) == {2, 3}
+    assert dataset.deck(items, 0, random.Random(3)) == []
+
+
+def test_scene_pairs_translate_both_things() -> None:
+    parts = {
+        "things": [],
+        "colors": [],
+        "actions": [],
+        "places": [{"es": "en la nieve", "en": "in the snow"}],
+    }
+    cat = {"es": "un gato", "en": "cat", "g": "m", "alive": True}
+    owl = {"es": "un búho", "en": "owl", "g": "m", "alive": True}
+    rng = random.Random(1)
+    seen = {tuple(dataset.scene_subject(parts, rng, cat, owl).values()) for _ in range(30)}
+    assert seen == {
+        ("un gato y un búho", "a cat and an owl", "a cat and an owl"),
+        ("un gato y un búho en la nieve", *["a cat and an owl in the snow"] * 2),
+    }
+
+
+def _calls(examples: list[dict[str, Any]], tool: str) -> list[tuple[str, dict[str, Any]]]:
+    """(the request, the call's arguments) of each example that calls ``tool``."""
+    out = []
+    for e in examples:
+        user_text = [m["content"] for m in e["messages"] if m["role"] == "user"][-1]
+        for m in e["messages"]:
+            if m["role"] == "assistant" and f"<TOOL:{tool}>" in m["content"]:
+                body = m["content"].split(f"<TOOL:{tool}>", 1)[1].split("</TOOL>")[0]
+                out.append((user_text, json.loads(body)))
+    return out
+
+
+def test_scene_nouns_are_asked_for_in_spanish_and_translated(built: dataset.Dataset) -> None:
+    """The nouns of the scene vocabulary reach the model in Spanish image requests of the
+    training part (with their English in the prompt) and in translation answers. A few
+    fall only in validation templates (at most 5%)."""
+    things = dataset.load_seeds()["image"]["scene"]["things"]
+    requests = _calls([e for e in built.train if e["lang"] == "es"], "generate_image")
+    words = " ".join(
+        e["messages"][-1]["content"] for e in built.examples if e["kind"] == "word"
+    ).lower()
+    asked = []
+    for thing in things:
+        said = re.compile(rf"\b{re.escape(thing['es'])}\b")
+        hits = [args["prompt"] for text, args in requests if said.search(text)]
+        assert all(thing["en"] in prompt for prompt in hits), (thing, hits)
+        asked += [thing] if hits else []
+    assert len(asked) >= 0.95 * len(things)
+    # and nearly all of them in a translation answer (single words and lists are dealt
+    # from separate decks)
+    taught = [t for t in things if t["en"].lower() in words or t["es"].split(" ", 1)[1] in words]
+    assert len(taught) >= 0.9 * len(things)
+
+
+def test_numbers_asked_for_are_the_numbers_in_the_call(built: dataset.Dataset) -> None:
+    sized = [
+        (text, args)
+        for text, args in _calls(built.examples, "generate_image")
+        if re.search(r"\d+x\d+", text)
+    ]
+    assert len(sized) >= 20
+    for text, args in sized:
+        width, height = re.search(r"(\d+)x(\d+)", text).groups()  # type: ignore[union-attr]
+        assert (args["width"], args["height"]) == (int(width), int(height)), text
+    counted = [(t, a) for t, a in _calls(built.examples, "web_search") if "max_results" in a]
+    assert len({a["max_results"] for _, a in counted}) >= 6
+    for text, args in counted:
+        assert re.search(rf"\b{args['max_results']}\b", text), text
+
+
+def test_word_lists_translate_every_word(built: dataset.Dataset) -> None:
+    lists = [e for e in built.examples if e["template"] == "word/words_es_traduce"]
+    assert lists
+    english = {t["en"] for t in dataset.load_seeds()["image"]["scene"]["things"]}
+    english |= {w["en"] for w in dataset.load_seeds()["families"]["words"]}
+    for e in lists:
+        answer = e["messages"][-1]["content"]
+        words = re.split(r", | and ", answer)
+        assert len(words) == dataset.WORDS_PER_LIST and set(words) <= english, answer
+
+
+def test_untaught_nouns_stay_out_of_the_training_data(built: dataset.Dataset) -> None:
+    """`nouns-untaught.jsonl` measures translation of nouns the data never shows."""
+    cases = dataset.read_jsonl(dataset.ROOT / "eval" / "nouns-untaught.jsonl")
+    shown = " ".join(m["content"] for e in built.examples for m in e["messages"]).lower()
+    for case in cases:
+        for word in case["expected_args_contain"]["prompt"]:
+            assert not re.search(rf"\b{word}(e?s)?\b", shown), word
