@@ -424,7 +424,7 @@ def scene_words(things: list[dict[str, Any]]) -> list[dict[str, str]]:
 
 
 def _join(words: list[str], lang: str) -> str:
-    """ "a, b and c" / "a, b y c"."""
+    """Join words as "a, b and c" / "a, b y c"."""
     return f"{', '.join(words[:-1])} {'y' if lang == 'es' else 'and'} {words[-1]}"
 
 
