@@ -231,24 +231,20 @@ def scene_subject(
     "un gato y una jirafa en la playa" -> "a cat and a giraffe on the beach".
     """
     thing = thing or rng.choice(parts["things"])
-    if other:
+    if other:  # two things side by side, neither coloured nor acting
         es = [thing["es"], "y", other["es"]]
         english = [f"{_article(thing['en'])} and {_article(other['en'])}"]
-        if rng.random() < 0.75:
-            place = rng.choice(parts["places"])
-            es.append(place["es"])
-            english.append(place["en"])
-        return {"es": " ".join(es), "en": " ".join(english), "prompt": " ".join(english)}
-    es, en = [thing["es"]], [thing["en"]]
-    if rng.random() < 0.35:
-        color = rng.choice(parts["colors"])
-        es.append(color[thing["g"]])
-        en.insert(0, color["en"])
-    english = [_article(" ".join(en))]
-    if thing.get("alive") and rng.random() < 0.5:
-        action = rng.choice(parts["actions"])
-        es.append(action["es"])
-        english.append(action["en"])
+    else:
+        es, en = [thing["es"]], [thing["en"]]
+        if rng.random() < 0.35:
+            color = rng.choice(parts["colors"])
+            es.append(color[thing["g"]])
+            en.insert(0, color["en"])
+        english = [_article(" ".join(en))]
+        if thing.get("alive") and rng.random() < 0.5:
+            action = rng.choice(parts["actions"])
+            es.append(action["es"])
+            english.append(action["en"])
     if rng.random() < 0.75:
         place = rng.choice(parts["places"])
         es.append(place["es"])

@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from thau_chat.parser import ToolCall, ToolCallParser
 from thau_chat.prompt_format import (
     format_tool_call,
     format_tool_result,
@@ -413,14 +414,18 @@ def test_scene_pairs_translate_both_things() -> None:
 
 
 def _calls(examples: list[dict[str, Any]], tool: str) -> list[tuple[str, dict[str, Any]]]:
-    """(the request, the call's arguments) of each example that calls ``tool``."""
+    """(the request, the call's arguments) of each example that calls ``tool``, read by
+    the runtime's own parser."""
     out = []
     for e in examples:
         user_text = [m["content"] for m in e["messages"] if m["role"] == "user"][-1]
         for m in e["messages"]:
-            if m["role"] == "assistant" and f"<TOOL:{tool}>" in m["content"]:
-                body = m["content"].split(f"<TOOL:{tool}>", 1)[1].split("</TOOL>")[0]
-                out.append((user_text, json.loads(body)))
+            if m["role"] != "assistant":
+                continue
+            parser = ToolCallParser()
+            for event in [*parser.feed(m["content"]), *parser.close()]:
+                if isinstance(event, ToolCall) and event.name == tool:
+                    out.append((user_text, event.arguments))
     return out
 
 
@@ -463,14 +468,18 @@ def test_numbers_asked_for_are_the_numbers_in_the_call(built: dataset.Dataset) -
 
 
 def test_word_lists_translate_every_word(built: dataset.Dataset) -> None:
+    """Each word of a "Traduce al inglés: ..." list comes back as its English, in order."""
+    seeds = dataset.load_seeds()
+    english = {w["es"]: w["en"] for w in seeds["families"]["words"]}
+    english |= {w["es"]: w["en"] for w in dataset.scene_words(seeds["image"]["scene"]["things"])}
     lists = [e for e in built.examples if e["template"] == "word/words_es_traduce"]
     assert lists
-    english = {t["en"] for t in dataset.load_seeds()["image"]["scene"]["things"]}
-    english |= {w["en"] for w in dataset.load_seeds()["families"]["words"]}
     for e in lists:
-        answer = e["messages"][-1]["content"]
-        words = re.split(r", | and ", answer)
-        assert len(words) == dataset.WORDS_PER_LIST and set(words) <= english, answer
+        asked = e["messages"][-2]["content"].removeprefix("Traduce al inglés: ")
+        spanish = re.split(r", | y ", asked)
+        answer = re.split(r", | and ", e["messages"][-1]["content"])
+        assert len(spanish) == dataset.WORDS_PER_LIST, asked
+        assert answer == [english[word] for word in spanish], (asked, answer)
 
 
 def test_untaught_nouns_stay_out_of_the_training_data(built: dataset.Dataset) -> None:
