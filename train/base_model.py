@@ -71,12 +71,15 @@ def load_tokenizer(source: BaseSource) -> Any:
     return tokenizer
 
 
-def load_model(source: BaseSource) -> Any:
-    """The base causal LM as plain float32 ``nn.Linear`` layers, every weight frozen."""
+def load_model(source: BaseSource, attn_implementation: str | None = None) -> Any:
+    """The base causal LM as plain float32 ``nn.Linear`` layers, every weight frozen
+    (``attn_implementation``: transformers' attention kernel, e.g. ``eager`` or ``sdpa``)."""
     import torch
     from transformers import AutoModelForCausalLM
 
     kwargs = source.kwargs()
+    if attn_implementation:
+        kwargs["attn_implementation"] = attn_implementation
     if source.gguf_file:
         try:  # newer transformers can keep GGUF blocks packed; LoRA needs plain weights
             from transformers import GgufConfig

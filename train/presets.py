@@ -47,6 +47,7 @@ class TrainConfig:
     modules_to_save: list[str] | None = None
     seed: int = 42
     precision: str = "auto"  # auto | fp32 | bf16 | fp16
+    attention: str = "auto"  # auto (eager on a CPU, sdpa elsewhere) | eager | sdpa
     group_size: int = 16  # batches per length bucket (sorted inside, buckets shuffled)
     share_prefix: bool = True  # run the prefix all rows of a batch share (system prompt) once
     # the first tokens of each assistant turn decide between answering and calling a tool:
@@ -143,6 +144,8 @@ def check_config(config: TrainConfig) -> None:
         raise ConfigError(f"These settings must be positive: {', '.join(bad)}.")
     if config.precision not in {"auto", "fp32", "bf16", "fp16"}:
         raise ConfigError("precision is one of auto, fp32, bf16, fp16.")
+    if config.attention not in {"auto", "eager", "sdpa"}:
+        raise ConfigError("attention is one of auto, eager, sdpa.")
 
 
 # -- the flags of `thau-train run` ------------------------------------------------------------

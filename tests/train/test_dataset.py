@@ -440,7 +440,12 @@ def test_scene_nouns_are_asked_for_in_spanish_and_translated(built: dataset.Data
     ).lower()
     asked = []
     for thing in things:
-        said = re.compile(rf"\b{re.escape(thing['es'])}\b")
+        # "un pavo" (turkey) is not the "un pavo" of "un pavo real" (peacock)
+        longer = [
+            t["es"][len(thing["es"]) :] for t in things if t["es"].startswith(f"{thing['es']} ")
+        ]
+        not_longer = "".join(f"(?!{re.escape(rest)}\\b)" for rest in longer)
+        said = re.compile(rf"\b{re.escape(thing['es'])}\b{not_longer}")
         hits = [args["prompt"] for text, args in requests if said.search(text)]
         assert all(thing["en"] in prompt for prompt in hits), (thing, hits)
         asked += [thing] if hits else []

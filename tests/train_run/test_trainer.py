@@ -6,6 +6,8 @@ import hashlib
 import json
 import os
 import signal
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -16,7 +18,7 @@ from safetensors.torch import load_file
 from tests.train_run.conftest import conversations, tiny_config
 from thau_chat.errors import ConfigError
 from train.presets import EXPORTABLE_MODULES, load_preset, preset_names
-from train.trainer import TrainingInterrupted, latest_checkpoint, run_training
+from train.trainer import TrainingInterrupted, latest_checkpoint, mixed_precision, run_training
 
 
 def adapter_weights(run: Path) -> dict:
@@ -31,6 +33,82 @@ def test_loss_falls_on_a_handful_of_examples(tiny_base: Path, data_files, tmp_pa
     assert sum(steps[-3:]) / 3 < sum(steps[:3]) / 3 - 1.5
     assert valid[-1] < valid[0] - 1.0
     assert 0 < report["tokens"]["labelled"] < report["tokens"]["trained"]
+
+
+def test_bf16_autocast_trains_like_float32(tiny_base: Path, data_files, tmp_path: Path) -> None:
+    # accelerate fixes one precision per process: each run is its own `thau-train run`
+    train, valid = data_files
+    reports = {}
+    for precision in ("fp32", "bf16"):
+        preset = tmp_path / f"{precision}.yaml"
+        preset.write_text(
+            f"base: {tiny_base}\nepochs: 4\nlr: 0.02\nbatch_size: 2\nlora_r: 8\n"
+            f"lora_alpha: 16\nwarmup_ratio: 0.0\nprecision: {precision}\n",
+            "utf-8",
+        )
+        out = tmp_path / precision
+        argv = ["run", "--preset", str(preset), "--train", str(train), "--valid", str(valid)]
+        subprocess.run(
+            [sys.executable, "-m", "train", *argv, "--out", str(out), "--no-progress"],
+            check=True,
+            capture_output=True,
+            timeout=240,
+        )
+        reports[precision] = json.loads((out / "report.json").read_text("utf-8"))
+    fp32, bf16 = reports["fp32"], reports["bf16"]
+    assert fp32["device"]["mixed_precision"] == "no"
+    assert bf16["device"]["mixed_precision"] == "bf16"
+    first = [r["losses"]["train_steps"][0]["loss"] for r in (fp32, bf16)]
+    assert first[1] == pytest.approx(first[0], rel=0.02)  # the same model, rounded to bf16
+    valid_losses = [[v["loss"] for v in r["losses"]["valid_epochs"]] for r in (fp32, bf16)]
+    assert valid_losses[1][-1] < valid_losses[1][0] - 0.5  # bf16 learns
+    assert valid_losses[1][-1] == pytest.approx(valid_losses[0][-1], rel=0.1)  # as much
+    weights = adapter_weights(tmp_path / "bf16")  # LoRA weights stay float32 on disk
+    assert {str(t.dtype) for t in weights.values()} == {"torch.float32"}
+
+
+def test_auto_precision_is_bf16_only_where_the_hardware_computes_it(monkeypatch) -> None:
+    import torch
+
+    from train import trainer
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(trainer, "cpu_has_native_bf16", lambda: True)
+    assert trainer.mixed_precision("auto") == "bf16"
+    monkeypatch.setattr(trainer, "cpu_has_native_bf16", lambda: False)
+    assert trainer.mixed_precision("auto") == "no"
+    assert trainer.mixed_precision("fp32") == "no"
+    assert trainer.mixed_precision("bf16") == "bf16"
+
+
+def test_eager_and_sdpa_attention_train_the_same(
+    tiny_base: Path, data_files, tmp_path: Path
+) -> None:
+    runs = {
+        kernel: run_training(
+            tiny_config(tiny_base, *data_files, epochs=2, attention=kernel),
+            tmp_path / kernel,
+            progress=False,
+        )
+        for kernel in ("eager", "sdpa")
+    }
+    assert {k: r["device"]["attention"] for k, r in runs.items()} == {
+        "eager": "eager",
+        "sdpa": "sdpa",
+    }
+    eager, sdpa = ([s["loss"] for s in r["losses"]["train_steps"]] for r in runs.values())
+    # the prefix cache and the padding mask alike (bf16 rounding apart, where autocast runs)
+    assert eager == pytest.approx(sdpa, rel=5e-3)
+
+
+def test_auto_attention_is_eager_on_a_cpu_only() -> None:
+    import torch
+
+    from train.trainer import attention_kernel
+
+    assert attention_kernel("auto", torch.device("cpu")) == "eager"
+    assert attention_kernel("auto", torch.device("cuda")) == "sdpa"
+    assert attention_kernel("sdpa", torch.device("cpu")) == "sdpa"
 
 
 def test_sharing_the_prefix_changes_the_speed_only(tiny_base: Path) -> None:
@@ -252,6 +330,7 @@ def test_cli_run_writes_adapter_report_and_plot(
     assert [v["epoch"] for v in report["losses"]["valid_epochs"]] == [1, 2]
     assert report["tokens_per_s"] > 0 and report["tokens"]["trained"] > 0
     assert report["device"]["type"] == "cpu"
+    assert report["device"]["mixed_precision"] == mixed_precision("auto")
     assert {"torch", "transformers", "peft"} <= report["versions"].keys()
     assert (out / "loss.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     adapter = json.loads((out / "adapter" / "adapter_config.json").read_text("utf-8"))
