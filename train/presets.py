@@ -162,6 +162,8 @@ OVERRIDES = {
     "lora_r": "lora_r",
     "lora_alpha": "lora_alpha",
     "seed": "seed",
+    "precision": "precision",
+    "attention": "attention",
     "init_adapter": "init_adapter",
 }
 
@@ -186,6 +188,16 @@ def add_run_arguments(parser: Any) -> None:
     add("--lora-r", type=int, metavar="R", help="LoRA rank")
     add("--lora-alpha", type=int, metavar="A", help="LoRA alpha (scale = alpha / r)")
     add("--seed", type=int, metavar="N", help="seed of the LoRA init, dropout and data order")
+    add(
+        "--precision",
+        choices=["auto", "fp32", "bf16", "fp16"],
+        help="auto: bf16 autocast where the GPU or CPU computes bf16 natively, else fp32",
+    )
+    add(
+        "--attention",
+        choices=["auto", "eager", "sdpa"],
+        help="attention kernel (auto: eager on a CPU, sdpa elsewhere)",
+    )
     add(
         "--init-adapter",
         type=Path,

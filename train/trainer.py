@@ -348,6 +348,27 @@ def attention_kernel(attention: str, device: torch.device) -> str:
     return attention
 
 
+def new_accelerator(config: TrainConfig) -> Any:
+    """An ``Accelerator`` for this run's precision and gradient accumulation.
+
+    accelerate keeps one state per process and refuses another precision later; when an
+    earlier run in this process (a bench, a notebook, HF ``Trainer``) fixed another one,
+    the state is started afresh (the distributed setup is kept).
+    """
+    from accelerate import Accelerator
+    from accelerate.state import AcceleratorState
+
+    settings = {
+        "gradient_accumulation_steps": config.grad_accum,
+        "mixed_precision": mixed_precision(config.precision),
+    }
+    try:
+        return Accelerator(**settings)
+    except ValueError:
+        AcceleratorState._reset_state()
+        return Accelerator(**settings)
+
+
 def versions() -> dict[str, str]:
     from importlib.metadata import PackageNotFoundError, version
 
@@ -471,7 +492,6 @@ def run_training(
     order. ``max_steps`` stops after that many optimizer steps in all (a smoke run, or a
     simulated interruption: the learning-rate schedule still follows ``config.epochs``).
     """
-    from accelerate import Accelerator
     from accelerate.utils import set_seed
     from rich.console import Console
     from transformers import get_cosine_schedule_with_warmup
@@ -502,10 +522,7 @@ def run_training(
             )
     elif latest_checkpoint(out_dir) is not None:
         raise ConfigError(f"{out_dir} holds a run already: resume it with --resume, or pick --out.")
-    accelerator = Accelerator(
-        gradient_accumulation_steps=config.grad_accum,
-        mixed_precision=mixed_precision(config.precision),
-    )
+    accelerator = new_accelerator(config)
     set_seed(config.seed)
 
     # -- data ---------------------------------------------------------------------------------

@@ -43,13 +43,13 @@ def test_bf16_autocast_trains_like_float32(tiny_base: Path, data_files, tmp_path
         preset = tmp_path / f"{precision}.yaml"
         preset.write_text(
             f"base: {tiny_base}\nepochs: 4\nlr: 0.02\nbatch_size: 2\nlora_r: 8\n"
-            f"lora_alpha: 16\nwarmup_ratio: 0.0\nprecision: {precision}\n",
+            "lora_alpha: 16\nwarmup_ratio: 0.0\n",
             "utf-8",
         )
         out = tmp_path / precision
         argv = ["run", "--preset", str(preset), "--train", str(train), "--valid", str(valid)]
         subprocess.run(
-            [sys.executable, "-m", "train", *argv, "--out", str(out), "--no-progress"],
+            [sys.executable, "-m", "train", *argv, "--precision", precision, "--out", str(out)],
             check=True,
             capture_output=True,
             timeout=240,
@@ -65,6 +65,17 @@ def test_bf16_autocast_trains_like_float32(tiny_base: Path, data_files, tmp_path
     assert valid_losses[1][-1] == pytest.approx(valid_losses[0][-1], rel=0.1)  # as much
     weights = adapter_weights(tmp_path / "bf16")  # LoRA weights stay float32 on disk
     assert {str(t.dtype) for t in weights.values()} == {"torch.float32"}
+
+
+def test_runs_of_two_precisions_in_one_process(tiny_base: Path, data_files, tmp_path: Path) -> None:
+    # accelerate keeps one precision per process; a bench or a notebook runs several
+    for number, (precision, expected) in enumerate(
+        (("fp32", "no"), ("bf16", "bf16"), ("fp32", "no"))
+    ):
+        config = tiny_config(tiny_base, *data_files, epochs=1, precision=precision)
+        report = run_training(config, tmp_path / f"run-{number}", progress=False)
+        assert report["status"] == "complete"
+        assert report["device"]["mixed_precision"] == expected
 
 
 def test_auto_precision_is_bf16_only_where_the_hardware_computes_it(monkeypatch) -> None:
