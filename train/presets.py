@@ -22,6 +22,10 @@ DEFAULT_DATA_DIR = Path(__file__).resolve().parent.parent / "datasets" / "tool_c
 EXPORTABLE_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
 
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+ATTENTIONS = ("auto", "eager", "sdpa")
+
+
 @dataclass
 class TrainConfig:
     """Every setting of a training run; a preset file fills it, flags override values."""
@@ -142,10 +146,10 @@ def check_config(config: TrainConfig) -> None:
         bad.append("lr")
     if bad:
         raise ConfigError(f"These settings must be positive: {', '.join(bad)}.")
-    if config.precision not in {"auto", "fp32", "bf16", "fp16"}:
-        raise ConfigError("precision is one of auto, fp32, bf16, fp16.")
-    if config.attention not in {"auto", "eager", "sdpa"}:
-        raise ConfigError("attention is one of auto, eager, sdpa.")
+    if config.precision not in PRECISIONS:
+        raise ConfigError(f"precision is one of {', '.join(PRECISIONS)}.")
+    if config.attention not in ATTENTIONS:
+        raise ConfigError(f"attention is one of {', '.join(ATTENTIONS)}.")
 
 
 # -- the flags of `thau-train run` ------------------------------------------------------------
@@ -190,12 +194,12 @@ def add_run_arguments(parser: Any) -> None:
     add("--seed", type=int, metavar="N", help="seed of the LoRA init, dropout and data order")
     add(
         "--precision",
-        choices=["auto", "fp32", "bf16", "fp16"],
+        choices=PRECISIONS,
         help="auto: bf16 autocast where the GPU or CPU computes bf16 natively, else fp32",
     )
     add(
         "--attention",
-        choices=["auto", "eager", "sdpa"],
+        choices=ATTENTIONS,
         help="attention kernel (auto: eager on a CPU, sdpa elsewhere)",
     )
     add(
