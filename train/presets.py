@@ -41,6 +41,8 @@ class TrainConfig:
     max_length: int = 512
     warmup_ratio: float = 0.05
     weight_decay: float = 0.0
+    # LoRA+ (Hayou et al. 2024): the B matrices learn at lr * loraplus_ratio (1: plain LoRA)
+    loraplus_ratio: float = 1.0
     max_grad_norm: float = 1.0
     lora_r: int = 16
     lora_alpha: int = 32
@@ -144,6 +146,8 @@ def check_config(config: TrainConfig) -> None:
     bad = [name for name in positive if getattr(config, name) < 1]
     if config.lr <= 0:
         bad.append("lr")
+    if config.loraplus_ratio < 1:
+        raise ConfigError("loraplus_ratio is 1 (plain LoRA) or more.")
     if bad:
         raise ConfigError(f"These settings must be positive: {', '.join(bad)}.")
     if config.precision not in PRECISIONS:
@@ -165,6 +169,7 @@ OVERRIDES = {
     "max_length": "max_length",
     "lora_r": "lora_r",
     "lora_alpha": "lora_alpha",
+    "loraplus_ratio": "loraplus_ratio",
     "seed": "seed",
     "precision": "precision",
     "attention": "attention",
@@ -190,6 +195,12 @@ def add_run_arguments(parser: Any) -> None:
     add("--grad-accum", type=int, metavar="N", help="micro-batches per optimizer step")
     add("--max-length", type=int, metavar="N", help="tokens per example; longer ones are cut")
     add("--lora-r", type=int, metavar="R", help="LoRA rank")
+    add(
+        "--loraplus-ratio",
+        type=float,
+        metavar="K",
+        help="LoRA+: the B matrices learn at K times --lr (1: plain LoRA)",
+    )
     add("--lora-alpha", type=int, metavar="A", help="LoRA alpha (scale = alpha / r)")
     add("--seed", type=int, metavar="N", help="seed of the LoRA init, dropout and data order")
     add(

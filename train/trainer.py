@@ -165,6 +165,22 @@ def add_lora(model: Any, config: TrainConfig) -> Any:
 
 
 # -- checkpoints ------------------------------------------------------------------------------
+def new_optimizer(peft_model: Any, trainable: list[torch.nn.Parameter], config: TrainConfig) -> Any:
+    """AdamW; with ``loraplus_ratio`` > 1, LoRA+ (peft's): the B matrices at that many times
+    the learning rate of the A matrices."""
+    if config.loraplus_ratio == 1.0:
+        return torch.optim.AdamW(trainable, lr=config.lr, weight_decay=config.weight_decay)
+    from peft.optimizers import create_loraplus_optimizer
+
+    return create_loraplus_optimizer(
+        peft_model,
+        torch.optim.AdamW,
+        lr=config.lr,
+        loraplus_lr_ratio=config.loraplus_ratio,
+        loraplus_weight_decay=config.weight_decay,
+    )
+
+
 def latest_checkpoint(run_dir: Path) -> Path | None:
     """The newest complete checkpoint of a run (temporary folders are never picked)."""
     found = []
@@ -565,7 +581,7 @@ def run_training(
 
     # -- optimizer and schedule ---------------------------------------------------------------
     total_steps = math.ceil(len(batches) / config.grad_accum) * config.epochs
-    optimizer = torch.optim.AdamW(trainable, lr=config.lr, weight_decay=config.weight_decay)
+    optimizer = new_optimizer(peft_model, trainable, config)
     scheduler = get_cosine_schedule_with_warmup(
         optimizer, math.ceil(config.warmup_ratio * total_steps), total_steps
     )

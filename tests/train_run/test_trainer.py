@@ -352,3 +352,52 @@ def test_cli_run_writes_adapter_report_and_plot(
 
     # a resumed run keeps its settings: changing one is refused
     assert main(["run", "--resume", str(out), "--lr", "0.5", "--no-progress"]) == 1
+
+
+def test_loraplus_steps_the_b_matrices_ratio_times_as_far(tiny_base: Path, data_files) -> None:
+    import torch
+
+    from train.base_model import load_model, resolve_base
+    from train.trainer import add_lora, new_optimizer
+
+    steps = {}
+    for ratio in (1.0, 8.0):
+        config = tiny_config(tiny_base, *data_files, lr=1e-3, loraplus_ratio=ratio)
+        torch.manual_seed(0)
+        model = add_lora(load_model(resolve_base(str(tiny_base)), "eager"), config)
+        trainable = {n: p for n, p in model.named_parameters() if p.requires_grad}
+        optimizer = new_optimizer(model, list(trainable.values()), config)
+        before = {n: p.detach().clone() for n, p in trainable.items()}
+        # B starts at zero, so A gets no gradient on the first step; give it some
+        for p in trainable.values():
+            p.grad = torch.randn_like(p)
+        optimizer.step()
+        steps[ratio] = {
+            part: torch.cat(
+                [
+                    (p.detach() - before[n]).abs().flatten()
+                    for n, p in trainable.items()
+                    if part in n
+                ],
+            )
+            .mean()
+            .item()
+            for part in ("lora_A", "lora_B")
+        }
+    # Adam's first step moves each weight by about its learning rate
+    assert steps[1.0]["lora_A"] == pytest.approx(1e-3, rel=0.05)
+    assert steps[1.0]["lora_B"] == pytest.approx(1e-3, rel=0.05)
+    assert steps[8.0]["lora_A"] == pytest.approx(1e-3, rel=0.05)
+    assert steps[8.0]["lora_B"] == pytest.approx(8e-3, rel=0.05)
+
+
+def test_a_loraplus_run_learns_and_reports_its_ratio(
+    tiny_base: Path, data_files, tmp_path: Path
+) -> None:
+    config = tiny_config(tiny_base, *data_files, lr=5e-3, loraplus_ratio=4.0)
+    report = run_training(config, tmp_path / "run", progress=False)
+    valid = [v["loss"] for v in report["losses"]["valid_epochs"]]
+    assert report["settings"]["loraplus_ratio"] == 4.0
+    assert valid[-1] < valid[0] - 1.0
+    with pytest.raises(ConfigError, match="loraplus_ratio"):
+        run_training(tiny_config(tiny_base, *data_files, loraplus_ratio=0.5), tmp_path / "bad")
