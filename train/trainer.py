@@ -91,6 +91,31 @@ class AssistantLoss(torch.nn.Module):
         self.decision_tokens = decision_tokens
         self.decision_weight = decision_weight
 
+    @staticmethod
+    def hidden_states(
+        base: Any,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        prefix_len: int = 0,
+        **_: Any,
+    ) -> torch.Tensor:
+        """The decoder's last hidden states at the positions after the first ``prefix_len``
+        (the prefix every row shares runs once; its keys and values are repeated)."""
+        decoder = base.get_decoder()
+        if not prefix_len:
+            return decoder(input_ids=input_ids, attention_mask=attention_mask)[0]
+        from transformers import DynamicCache
+
+        cache = DynamicCache()  # passed in, so that every transformers version fills it
+        decoder(input_ids=input_ids[:1, :prefix_len], past_key_values=cache, use_cache=True)
+        cache.batch_repeat_interleave(input_ids.shape[0])
+        return decoder(
+            input_ids=input_ids[:, prefix_len:],
+            attention_mask=attention_mask,  # covers the prefix and the rest
+            past_key_values=cache,
+            use_cache=True,
+        )[0]
+
     def forward(
         self,
         input_ids: torch.Tensor,
@@ -99,25 +124,10 @@ class AssistantLoss(torch.nn.Module):
         prefix_len: int = 0,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         base = self.peft_model.get_base_model()
-        decoder = base.get_decoder()
-        if prefix_len:
-            from transformers import DynamicCache
-
-            cache = DynamicCache()  # passed in, so that every transformers version fills it
-            decoder(input_ids=input_ids[:1, :prefix_len], past_key_values=cache, use_cache=True)
-            cache.batch_repeat_interleave(input_ids.shape[0])
-            input_ids, labels = input_ids[:, prefix_len:], labels[:, prefix_len:]
-            out = decoder(
-                input_ids=input_ids,
-                attention_mask=attention_mask,  # covers the prefix and the rest
-                past_key_values=cache,
-                use_cache=True,
-            )
-        else:
-            out = decoder(input_ids=input_ids, attention_mask=attention_mask)
-        targets = labels[:, 1:]
+        hidden = self.hidden_states(base, input_ids, attention_mask, prefix_len)
+        targets = labels[:, prefix_len + 1 :]
         keep = targets != IGNORE
-        logits = base.get_output_embeddings()(out[0][:, :-1][keep]).float()
+        logits = base.get_output_embeddings()(hidden[:, :-1][keep]).float()
         losses = F.cross_entropy(logits, targets[keep], reduction="none")
         if not self.training or self.decision_weight == 1.0 or not self.decision_tokens:
             return losses.sum(), keep.sum()
