@@ -174,7 +174,6 @@ def add_lora(model: Any, config: TrainConfig) -> Any:
     return peft_model
 
 
-# -- checkpoints ------------------------------------------------------------------------------
 def new_optimizer(peft_model: Any, trainable: list[torch.nn.Parameter], config: TrainConfig) -> Any:
     """AdamW; with ``loraplus_ratio`` > 1, LoRA+ (peft's): the B matrices at that many times
     the learning rate of the A matrices."""
@@ -191,6 +190,7 @@ def new_optimizer(peft_model: Any, trainable: list[torch.nn.Parameter], config: 
     )
 
 
+# -- checkpoints ------------------------------------------------------------------------------
 def latest_checkpoint(run_dir: Path) -> Path | None:
     """The newest complete checkpoint of a run (temporary folders are never picked)."""
     found = []

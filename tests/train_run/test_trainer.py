@@ -198,10 +198,13 @@ def test_decision_weighting_counts_in_training_not_in_validation(tiny_base: Path
     assert int(eval_count) == labelled and float(eval_sum) == pytest.approx(float(plain_sum))
 
 
+@pytest.mark.parametrize("loraplus_ratio", [1.0, 4.0])  # LoRA+ keeps two lr groups
 def test_resume_after_an_interruption_matches_an_uninterrupted_run(
-    tiny_base: Path, data_files, tmp_path: Path
+    tiny_base: Path, data_files, tmp_path: Path, loraplus_ratio: float
 ) -> None:
-    config = tiny_config(tiny_base, *data_files, epochs=3, lora_dropout=0.1)
+    config = tiny_config(
+        tiny_base, *data_files, epochs=3, lora_dropout=0.1, loraplus_ratio=loraplus_ratio
+    )
     whole = run_training(config, tmp_path / "whole", progress=False)
 
     # stopped one step into epoch 2, as a kill would: epoch 1's checkpoint survives
