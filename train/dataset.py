@@ -139,6 +139,11 @@ def builtin_registry() -> ToolRegistry:
 
 
 # -- message helpers -----------------------------------------------------------------
+def training_system_prompt() -> str:
+    """The short tool prompt every training example starts with (built-in tools)."""
+    return system_prompt(list(builtin_registry()), style="short")
+
+
 def _user(text: str) -> Message:
     return {"role": "user", "content": text}
 

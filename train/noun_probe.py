@@ -89,7 +89,9 @@ def score(model: Any, rows: Sequence[ProbeRow], batch_size: int = 64) -> dict[st
             chunk = rows[b : b + batch_size]
             batch = collate([row.encoded for row in chunk])
             prefix = batch["prefix_len"]
-            hidden = AssistantLoss.hidden_states(base, **batch)
+            hidden = AssistantLoss.hidden_states(
+                base, batch["input_ids"], batch["attention_mask"], prefix
+            )
             for i, row in enumerate(chunk):
                 # the hidden state at position p predicts token p + 1
                 states = hidden[i, row.start - 1 - prefix : row.end - 1 - prefix]
@@ -126,8 +128,7 @@ def load(adapter: Path | None, preset: str) -> tuple[Any, Any]:
 def main(argv: Sequence[str] | None = None) -> int:
     import torch
 
-    from thau_chat.prompt_format import system_prompt
-    from train.dataset import builtin_registry, load_seeds
+    from train.dataset import load_seeds, training_system_prompt
 
     parser = argparse.ArgumentParser(prog="python -m train.noun_probe", description=__doc__)
     parser.add_argument("--adapter", type=Path, help="peft adapter folder or GGUF LoRA")
@@ -138,7 +139,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     model, tokenizer = load(args.adapter, args.preset)
-    system = system_prompt(list(builtin_registry()), style="short")
+    system = training_system_prompt()
     result = score(model, probe_rows(scene_nouns(load_seeds()), system, tokenizer))
     if args.json:
         print(json.dumps(result, ensure_ascii=False, indent=2))

@@ -480,14 +480,6 @@ class CycleResult:
 
 
 # -- the service ---------------------------------------------------------------------------
-def system_prompt_text() -> str:
-    """The short tool prompt every training example starts with."""
-    from thau_chat.prompt_format import system_prompt
-    from train.dataset import builtin_registry
-
-    return system_prompt(list(builtin_registry()), style="short")
-
-
 def read_jsonl(path: Path) -> list[dict[str, Any]]:
     """The JSON object on each non-blank line of ``path``."""
     with open(path, encoding="utf-8") as lines:
@@ -531,7 +523,9 @@ class TrainingService:
     @property
     def system_prompt(self) -> str:
         if self._system_prompt is None:
-            self._system_prompt = system_prompt_text()
+            from train.dataset import training_system_prompt
+
+            self._system_prompt = training_system_prompt()
         return self._system_prompt
 
     # -- versions --------------------------------------------------------------------------

@@ -97,7 +97,6 @@ class AssistantLoss(torch.nn.Module):
         input_ids: torch.Tensor,
         attention_mask: torch.Tensor,
         prefix_len: int = 0,
-        **_: Any,
     ) -> torch.Tensor:
         """The decoder's last hidden states at the positions after the first ``prefix_len``
         (the prefix every row shares runs once; its keys and values are repeated)."""

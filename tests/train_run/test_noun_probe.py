@@ -9,8 +9,7 @@ from pathlib import Path
 import pytest
 
 from tests.train_run.conftest import smollm2_tokenizer
-from thau_chat.prompt_format import system_prompt
-from train.dataset import builtin_registry, load_seeds
+from train.dataset import load_seeds, training_system_prompt
 from train.noun_probe import main, probe_rows, scene_nouns, score
 
 NOUNS = [
@@ -21,13 +20,9 @@ NOUNS = [
 ]
 
 
-def system() -> str:
-    return system_prompt(list(builtin_registry()), style="short")
-
-
 def test_each_row_scores_exactly_the_english_noun_inside_the_call() -> None:
     tokenizer = smollm2_tokenizer()
-    rows = probe_rows(NOUNS, system(), tokenizer)
+    rows = probe_rows(NOUNS, training_system_prompt(), tokenizer)
     assert len(rows) == 2 * len(NOUNS)
     for row in rows:
         ids = row.encoded.input_ids
@@ -43,7 +38,7 @@ def test_each_row_scores_exactly_the_english_noun_inside_the_call() -> None:
 def test_every_scene_noun_of_the_seeds_can_be_probed() -> None:
     nouns = scene_nouns(load_seeds())
     assert len(nouns) > 300 and {"es": "un cohete", "en": "rocket"} in nouns
-    rows = probe_rows(nouns, system(), smollm2_tokenizer(), requests=("Dibuja {}",))
+    rows = probe_rows(nouns, training_system_prompt(), smollm2_tokenizer(), requests=("Dibuja {}",))
     assert len(rows) == len(nouns)
 
 
@@ -52,7 +47,7 @@ def test_scores_match_a_plain_forward_pass(tiny_base: Path) -> None:
     from transformers import AutoModelForCausalLM
 
     model = AutoModelForCausalLM.from_pretrained(tiny_base, attn_implementation="eager")
-    rows = probe_rows(NOUNS, system(), smollm2_tokenizer())
+    rows = probe_rows(NOUNS, training_system_prompt(), smollm2_tokenizer())
     result = score(model, rows, batch_size=3)  # batches share the system prompt's prefix
     hits, logprob, missed = 0, 0.0, set()
     with torch.no_grad():
