@@ -51,7 +51,8 @@ def _dataset_build(args: argparse.Namespace) -> int:
     paths = dataset.write(built, args.out)
     print(
         f"wrote {len(built.train)} train and {len(built.valid)} valid examples "
-        f"({built.dropped_duplicates} duplicates dropped): {', '.join(map(str, paths))}"
+        f"({built.dropped_duplicates} duplicates, {built.dropped_eval} eval requests dropped): "
+        f"{', '.join(map(str, paths))}"
     )
     return 0
 

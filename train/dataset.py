@@ -43,6 +43,7 @@ from tools.registry import ToolRegistry
 ROOT = Path(__file__).resolve().parent.parent / "datasets"
 SEEDS_DIR = ROOT / "seeds"
 OUT_DIR = ROOT / "tool_calling"
+EVAL_DIR = ROOT / "eval"
 DEFAULT_SEED = 5
 TOOLS = ("generate_image", "code_execution", "web_search")
 LANGS = ("es", "en")
@@ -111,6 +112,7 @@ class Dataset:
     train: list[dict[str, Any]]
     valid: list[dict[str, Any]]
     dropped_duplicates: int = 0
+    dropped_eval: int = 0  # drafts that asked what an eval set asks
 
     @property
     def examples(self) -> list[dict[str, Any]]:
@@ -594,11 +596,15 @@ def build(
             seeds["families"], rng, cfg, seeds["code"]["tasks"], seeds["image"]["scene"]["things"]
         ),
     ]
+    held_out = eval_requests(EVAL_DIR)
     seen: set[str] = set()
     kept: list[Draft] = []
+    clashes = 0
     for draft in drafts:
         key = _norm(draft.messages[0]["content"])
-        if key not in seen:
+        if key in held_out:  # the eval sets measure what was learnt, not what was shown
+            clashes += 1
+        elif key not in seen:
             seen.add(key)
             kept.append(draft)
     _add_history(kept, random.Random(f"{cfg.seed}-history"), cfg.history_share)
@@ -615,7 +621,15 @@ def build(
     order = random.Random(f"{cfg.seed}-order")
     order.shuffle(train)
     order.shuffle(valid)
-    return Dataset(train, valid, dropped_duplicates=len(drafts) - len(kept))
+    duplicates = len(drafts) - len(kept) - clashes
+    return Dataset(train, valid, dropped_duplicates=duplicates, dropped_eval=clashes)
+
+
+def eval_requests(folder: Path = EVAL_DIR) -> set[str]:
+    """The last user message of every eval case (normalised), which the builder never
+    teaches."""
+    cases = [case for path in sorted(folder.glob("*.jsonl")) for case in read_jsonl(path)]
+    return {_norm(case["messages"][-1]["content"]) for case in cases}
 
 
 def dumps_jsonl(examples: Iterable[dict[str, Any]]) -> str:

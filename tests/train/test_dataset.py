@@ -388,6 +388,23 @@ def test_no_dev_eval_case_is_in_the_training_data(built: dataset.Dataset) -> Non
     assert asked.isdisjoint(taught), asked & taught
 
 
+def test_builder_drops_what_an_eval_set_asks(
+    built: dataset.Dataset, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A request the templates happen to make that an eval set also asks is left out,
+    whatever its case and spacing, and the build counts it."""
+    single = [e for e in built.train if sum(m["role"] == "user" for m in e["messages"]) == 1]
+    taught = [dataset.user_text(e) for e in single[:3]]
+    cases = [{"messages": [{"role": "user", "content": f"  {t.upper()} "}]} for t in taught]
+    (tmp_path / "held.jsonl").write_text(dataset.dumps_jsonl(cases), "utf-8")
+    monkeypatch.setattr(dataset, "EVAL_DIR", tmp_path)
+    again = dataset.build()
+    asked = {m["content"] for e in again.examples for m in e["messages"] if m["role"] == "user"}
+    assert again.dropped_eval >= 3
+    assert asked.isdisjoint(taught)
+    assert len(again.examples) < len(built.examples) + built.dropped_eval
+
+
 def test_deck_deals_every_item_as_often_as_the_others() -> None:
     items = list("abcde")
     dealt = dataset.deck(items, 12, random.Random(3))
