@@ -209,7 +209,7 @@ def search_result(query: str, results: list[dict[str, str]]) -> dict[str, Any]:
 
 
 # -- families ------------------------------------------------------------------------
-def _article(words: str) -> str:
+def with_article(words: str) -> str:
     """``a``/``an`` by sound for the scene vocabulary ("an owl", "a unicorn")."""
     vowel = words[0] in "aeiou" and not words.startswith(("uni", "use", "eu", "one"))
     return f"an {words}" if vowel else f"a {words}"
@@ -240,14 +240,14 @@ def scene_subject(
     thing = thing or rng.choice(parts["things"])
     if other:  # two things side by side, neither coloured nor acting
         es = [thing["es"], "y", other["es"]]
-        english = [f"{_article(thing['en'])} and {_article(other['en'])}"]
+        english = [f"{with_article(thing['en'])} and {with_article(other['en'])}"]
     else:
         es, en = [thing["es"]], [thing["en"]]
         if rng.random() < 0.35:
             color = rng.choice(parts["colors"])
             es.append(color[thing["g"]])
             en.insert(0, color["en"])
-        english = [_article(" ".join(en))]
+        english = [with_article(" ".join(en))]
         if thing.get("alive") and rng.random() < 0.5:
             action = rng.choice(parts["actions"])
             es.append(action["es"])

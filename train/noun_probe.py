@@ -45,15 +45,17 @@ def probe_rows(
     nouns: Sequence[dict[str, str]], system: str, tokenizer: Any, requests: Sequence[str] = REQUESTS
 ) -> list[ProbeRow]:
     """Each noun in each request, with the span of the English noun in the reply."""
+    from train.dataset import with_article
+
     rows = []
     for noun in nouns:
         english = noun["en"]
-        article = "an" if english[0].lower() in "aeiou" else "a"
+        reply = f'{CALL_OPEN}{with_article(english)}"}}</TOOL>'  # "a unicorn", as taught
         for request in requests:
             messages = [
                 {"role": "system", "content": system},
                 {"role": "user", "content": request.format(noun["es"])},
-                {"role": "assistant", "content": f'{CALL_OPEN}{article} {english}"}}</TOOL>'},
+                {"role": "assistant", "content": reply},
             ]
             encoded = encode_example(messages, tokenizer, max_length=10_000)
             if encoded is None:

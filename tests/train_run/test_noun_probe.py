@@ -17,6 +17,7 @@ NOUNS = [
     {"es": "un elefante", "en": "elephant"},
     {"es": "una casa del árbol", "en": "treehouse"},
     {"es": "un camión de bomberos", "en": "fire truck"},
+    {"es": "un unicornio", "en": "unicorn"},
 ]
 
 
@@ -28,9 +29,8 @@ def test_each_row_scores_exactly_the_english_noun_inside_the_call() -> None:
         ids = row.encoded.input_ids
         assert tokenizer.decode(ids[row.start : row.end]) == f" {row.english}"
         before = tokenizer.decode(ids[: row.start])
-        assert before.endswith('<TOOL:generate_image>{"prompt":"an') or before.endswith(
-            '<TOOL:generate_image>{"prompt":"a'
-        )
+        article = "an" if row.english == "elephant" else "a"  # "a unicorn", as the data has it
+        assert before.endswith(f'<TOOL:generate_image>{{"prompt":"{article}'), before
         assert row.spanish in before  # the request asks for the Spanish noun
         assert all(label != -100 for label in row.encoded.labels[row.start : row.end])
 
