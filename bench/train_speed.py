@@ -149,7 +149,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-length", type=int, help="default: the smollm2-135m preset's")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (default: 1)")
     args = parser.parse_args(argv)
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as the trainer does; before torch
+    from train.openmp_wait import wait_policy, wait_policy_setting
+
+    os.environ.update(wait_policy_setting())  # as the trainer does; before torch loads
 
     import torch
 
@@ -186,6 +188,7 @@ def main(argv: list[str] | None = None) -> int:
         "max_length": config.max_length,
         "lora_r": config.lora_r,
         "threads": torch.get_num_threads(),
+        "omp_wait_policy": wait_policy(),
         "precision": mixed_precision(config.precision),
         "ours": mine,
         "ours_fp32": mine_fp32,

@@ -34,9 +34,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-# OpenMP threads spin while they wait by default: on a CPU shared with other work that
-# makes a run several times slower. Passive threads sleep instead (read when torch loads).
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+from train.openmp_wait import wait_policy, wait_policy_setting
+
+# before torch loads: sleeping OpenMP threads on a busy CPU, OpenMP's spin-then-sleep on
+# an idle one (about 1.4x faster there); the user's OMP_WAIT_POLICY wins
+os.environ.update(wait_policy_setting())
 
 import torch
 import torch.nn.functional as F
@@ -413,6 +415,7 @@ def device_info(device: torch.device, num_processes: int) -> dict[str, Any]:
     elif device.type == "cpu":
         info["threads"] = torch.get_num_threads()
         info["cores"] = os.cpu_count()
+        info["omp_wait_policy"] = wait_policy()
     return info
 
 

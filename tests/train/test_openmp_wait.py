@@ -1,0 +1,63 @@
+"""The OpenMP wait policy: the user's choice is kept, a busy CPU gets passive waits."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import pytest
+
+from train.openmp_wait import BUSY_CORES, VARIABLE, busy_cores, wait_policy, wait_policy_setting
+
+
+@contextmanager
+def spinning_process() -> Iterator[None]:
+    """Another process keeping one core busy."""
+    spin = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        yield
+    finally:
+        spin.kill()
+        spin.wait()
+
+
+def test_the_users_setting_is_kept_whatever_the_load() -> None:
+    environ = {VARIABLE: "ACTIVE"}
+    for busy in (0.0, 2.0):
+        assert wait_policy_setting(environ, busy=busy) == {}
+    assert wait_policy(environ) == "ACTIVE"
+
+
+def test_a_busy_cpu_gets_passive_waits() -> None:
+    assert wait_policy_setting({}, busy=BUSY_CORES) == {VARIABLE: "PASSIVE"}
+    assert wait_policy_setting({"OTHER": "1"}, busy=1.5) == {VARIABLE: "PASSIVE"}
+
+
+def test_an_idle_cpu_keeps_openmps_default() -> None:
+    assert wait_policy_setting({"OTHER": "1"}, busy=0.1) == {}
+    assert wait_policy({"OTHER": "1"}) == "default"
+
+
+def test_busy_cores_sees_another_process_computing() -> None:
+    with spinning_process():
+        assert busy_cores(0.5) >= BUSY_CORES
+
+
+@pytest.mark.timeout(120)
+def test_the_trainer_starts_with_passive_waits_beside_a_busy_process() -> None:
+    """The real start-up path: a fresh process imports the trainer (and torch) while
+    another process computes, and OpenMP is told to sleep between regions."""
+    code = (
+        "import os, train.trainer as t; "
+        f"print(os.environ.get('{VARIABLE}'), t.device_info(t.torch.device('cpu'), 1)"
+        "['omp_wait_policy'])"
+    )
+    env = {k: v for k, v in os.environ.items() if k != VARIABLE}
+    with spinning_process():
+        out = subprocess.run(
+            [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
+        )
+    assert out.stdout.split() == ["PASSIVE", "PASSIVE"]
