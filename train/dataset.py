@@ -362,7 +362,7 @@ def _search_drafts(seeds: dict[str, Any], rng: random.Random, cfg: BuildConfig) 
             args: dict[str, Any] = {"query": topic[lang]["query"]}
             if rng.random() < cfg.count_share:
                 count, n = rng.choice(seeds["counts"]), rng.choice(RESULT_COUNTS)
-                words = count[lang].format(n=n)
+                words = count["one"][lang] if n == 1 else count[lang].format(n=n)
                 if count.get("short") and text[-1] not in "?!":
                     text = f"{text.rstrip('.')}, {words}"
                 else:

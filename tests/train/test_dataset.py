@@ -486,7 +486,14 @@ def test_numbers_asked_for_are_the_numbers_in_the_call(built: dataset.Dataset) -
     counted = [(t, a) for t, a in _calls(built.examples, "web_search") if "max_results" in a]
     assert len({a["max_results"] for _, a in counted}) >= 6
     for text, args in counted:
-        assert re.search(rf"\b{args['max_results']}\b", text), text
+        if args["max_results"] == 1:  # said in the singular, in words or digits
+            assert re.search(r"\b(1|one|un|primer|top) (solo )?result(ado)?\b", text, re.I), text
+        else:
+            assert re.search(rf"\b{args['max_results']} (primeros )?result(s|ados)\b", text) or (
+                re.search(rf"\btop {args['max_results']} only\b", text)
+            ), text
+    assert any(a["max_results"] == 1 for _, a in counted)
+    assert not re.search(r"\b1 (results|resultados)\b", dataset.dumps_jsonl(built.examples))
 
 
 def test_word_lists_translate_every_word(built: dataset.Dataset) -> None:
