@@ -1,10 +1,10 @@
 """How torch's OpenMP threads wait between parallel regions, chosen before torch loads.
 
-A training step runs some twenty thousand small parallel regions on a CPU, so how the
+A training step runs thousands of small parallel regions on a CPU, so how the
 threads wait between them shows in the run time. Measured on the 2-core machine that
 trains the default adapter (SmolLM2-135M, batches of 8):
 
-- idle cores: OpenMP's default (spin a moment, then sleep) trains about 1.4x faster than
+- idle cores: OpenMP's default (spin a moment, then sleep) trains 1.4-1.6x faster than
   ``PASSIVE`` (sleep at once), which pays a wake-up per region;
 - one core busy with another process: the default is about 2.3x slower than ``PASSIVE``,
   since a spinning thread takes the time its partner needs to finish.

@@ -37,7 +37,7 @@ from typing import Any
 from train.openmp_wait import wait_policy, wait_policy_setting
 
 # before torch loads: sleeping OpenMP threads on a busy CPU, OpenMP's spin-then-sleep on
-# an idle one (about 1.4x faster there); the user's OMP_WAIT_POLICY wins
+# an idle one (1.4-1.6x faster there); the user's OMP_WAIT_POLICY wins
 os.environ.update(wait_policy_setting())
 
 import torch
