@@ -61,3 +61,12 @@ def test_the_trainer_starts_with_passive_waits_beside_a_busy_process() -> None:
             [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
         )
     assert out.stdout.split() == ["PASSIVE", "PASSIVE"]
+
+
+def test_nothing_changes_once_torch_has_loaded(monkeypatch: pytest.MonkeyPatch) -> None:
+    """OpenMP has read its settings by then: even a busy CPU gets no setting."""
+    import torch  # noqa: F401
+
+    monkeypatch.delenv(VARIABLE, raising=False)
+    assert wait_policy_setting(busy=2.0) == {}
+    assert wait_policy_setting({}, busy=2.0) == {VARIABLE: "PASSIVE"}  # another environment
