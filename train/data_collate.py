@@ -18,7 +18,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from thau_chat.prompt_format import assistant_spans, render_chatml
+from thau_chat.prompt_format import TOOL_CALL_RE, assistant_spans, render_chatml
 
 IGNORE = -100  # the label of a token that carries no loss
 
@@ -30,6 +30,7 @@ class Encoded:
     input_ids: list[int]
     labels: list[int]
     truncated: bool = False
+    in_call: list[bool] = field(default_factory=list)  # labelled and inside a call's JSON
 
     def __len__(self) -> int:
         return len(self.input_ids)
@@ -56,6 +57,25 @@ class EncodedSet:
         return sum(sum(label != IGNORE for label in e.labels) for e in self.examples)
 
 
+def call_argument_spans(text: str, spans: Sequence[tuple[int, int]]) -> list[tuple[int, int]]:
+    """Character spans of the JSON arguments of each tool call inside ``spans``."""
+    out = []
+    for start, end in spans:
+        for match in TOOL_CALL_RE.finditer(text, start, end):
+            out.append(match.span(2))
+    return out
+
+
+def overlaps(spans: Sequence[tuple[int, int]], offsets: Sequence[tuple[int, int]]) -> list[bool]:
+    """For each token's character offsets, whether it overlaps one of the sorted ``spans``."""
+    flags, span = [], 0
+    for start, end in offsets:
+        while span < len(spans) and spans[span][1] <= start:
+            span += 1
+        flags.append(span < len(spans) and start < spans[span][1] and end > spans[span][0])
+    return flags
+
+
 def encode_example(
     messages: Sequence[Mapping[str, Any]], tokenizer: Any, max_length: int
 ) -> Encoded | None:
@@ -64,18 +84,16 @@ def encode_example(
     spans = assistant_spans(messages)
     encoding = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
     ids: list[int] = encoding["input_ids"]
-    labels = [IGNORE] * len(ids)
-    span = 0
-    for i, (start, end) in enumerate(encoding["offset_mapping"]):
-        while span < len(spans) and spans[span][1] <= start:
-            span += 1
-        if span < len(spans) and start < spans[span][1] and end > spans[span][0]:
-            labels[i] = ids[i]
+    offsets = encoding["offset_mapping"]
+    labelled = overlaps(spans, offsets)
+    labels = [token if keep else IGNORE for token, keep in zip(ids, labelled, strict=True)]
+    arguments = overlaps(call_argument_spans(text, spans), offsets)
+    in_call = [a and keep for a, keep in zip(arguments, labelled, strict=True)]
     truncated = len(ids) > max_length
-    ids, labels = ids[:max_length], labels[:max_length]
+    ids, labels, in_call = ids[:max_length], labels[:max_length], in_call[:max_length]
     if all(label == IGNORE for label in labels[1:]):  # position 0 is never predicted
         return None
-    return Encoded(ids, labels, truncated)
+    return Encoded(ids, labels, truncated, in_call)
 
 
 def encode_examples(
@@ -163,7 +181,8 @@ class PadToLongest:
     """Collate encoded examples into tensors padded to the longest one of the batch.
 
     ``prefix_len`` in the batch is the length of the prefix that every row shares
-    (0 when ``share_prefix`` is off).
+    (0 when ``share_prefix`` is off); ``in_call`` marks the labels inside a tool call's
+    JSON arguments.
     """
 
     def __init__(self, pad_id: int, *, share_prefix: bool = True) -> None:
@@ -177,10 +196,19 @@ class PadToLongest:
         ids = torch.full((len(batch), width), self.pad_id, dtype=torch.long)
         labels = torch.full((len(batch), width), IGNORE, dtype=torch.long)
         mask = torch.zeros((len(batch), width), dtype=torch.long)
+        in_call = torch.zeros((len(batch), width), dtype=torch.bool)
         for row, e in enumerate(batch):
             n = len(e)
             ids[row, :n] = torch.tensor(e.input_ids)
             labels[row, :n] = torch.tensor(e.labels)
             mask[row, :n] = 1
+            if e.in_call:
+                in_call[row, :n] = torch.tensor(e.in_call)
         prefix = shared_prefix(batch) if self.share_prefix else 0
-        return {"input_ids": ids, "attention_mask": mask, "labels": labels, "prefix_len": prefix}
+        return {
+            "input_ids": ids,
+            "attention_mask": mask,
+            "labels": labels,
+            "prefix_len": prefix,
+            "in_call": in_call,
+        }

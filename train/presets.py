@@ -60,6 +60,8 @@ class TrainConfig:
     # their loss counts `decision_weight` times (1: a plain mean over assistant tokens)
     decision_tokens: int = 3
     decision_weight: float = 1.0
+    # the loss of the labels inside a tool call's JSON arguments counts this many times
+    argument_weight: float = 1.0
     init_adapter: str | None = None  # start from a peft adapter folder or GGUF LoRA (incremental)
 
     def as_dict(self) -> dict[str, Any]:
@@ -144,8 +146,7 @@ def check_config(config: TrainConfig) -> None:
     check_lora(config)
     positive = ("epochs", "batch_size", "grad_accum", "max_length", "lora_r", "group_size")
     bad = [name for name in positive if getattr(config, name) < 1]
-    if config.lr <= 0:
-        bad.append("lr")
+    bad += [n for n in ("lr", "decision_weight", "argument_weight") if getattr(config, n) <= 0]
     if config.loraplus_ratio < 1:
         raise ConfigError("loraplus_ratio is 1 (plain LoRA) or more.")
     if bad:

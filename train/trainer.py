@@ -79,19 +79,27 @@ class AssistantLoss(torch.nn.Module):
       the head's work and its big logits tensor.
 
     In training the first ``decision_tokens`` labels of each assistant turn weigh
-    ``decision_weight`` (the answer-or-call decision); validation weighs every label 1.
+    ``decision_weight`` (the answer-or-call decision) and the labels inside a tool call's
+    JSON arguments weigh ``argument_weight`` (the two multiply where they meet);
+    validation weighs every label 1.
 
     Returns the (weighted) summed loss and the summed weights, so that batches can be
     weighted exactly.
     """
 
     def __init__(
-        self, peft_model: Any, *, decision_tokens: int = 0, decision_weight: float = 1.0
+        self,
+        peft_model: Any,
+        *,
+        decision_tokens: int = 0,
+        decision_weight: float = 1.0,
+        argument_weight: float = 1.0,
     ) -> None:
         super().__init__()
         self.peft_model = peft_model
         self.decision_tokens = decision_tokens
         self.decision_weight = decision_weight
+        self.argument_weight = argument_weight
 
     @staticmethod
     def hidden_states(
@@ -123,6 +131,7 @@ class AssistantLoss(torch.nn.Module):
         attention_mask: torch.Tensor,
         labels: torch.Tensor,
         prefix_len: int = 0,
+        in_call: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         base = self.peft_model.get_base_model()
         hidden = self.hidden_states(base, input_ids, attention_mask, prefix_len)
@@ -130,9 +139,17 @@ class AssistantLoss(torch.nn.Module):
         keep = targets != IGNORE
         logits = base.get_output_embeddings()(hidden[:, :-1][keep]).float()
         losses = F.cross_entropy(logits, targets[keep], reduction="none")
-        if not self.training or self.decision_weight == 1.0 or not self.decision_tokens:
+        decide = self.decision_weight != 1.0 and self.decision_tokens > 0
+        argue = self.argument_weight != 1.0 and in_call is not None
+        if not self.training or not (decide or argue):
             return losses.sum(), keep.sum()
-        weights = turn_start_weights(targets, self.decision_tokens, self.decision_weight)[keep]
+        weights = torch.ones_like(targets, dtype=torch.float32)
+        if decide:
+            weights *= turn_start_weights(targets, self.decision_tokens, self.decision_weight)
+        if argue:
+            assert in_call is not None
+            weights[in_call[:, prefix_len + 1 :]] *= self.argument_weight
+        weights = weights[keep]
         return (losses * weights).sum(), weights.sum()
 
 
@@ -587,6 +604,7 @@ def run_training(
         peft_model,
         decision_tokens=config.decision_tokens,
         decision_weight=config.decision_weight,
+        argument_weight=config.argument_weight,
     )
     trainable = [p for p in peft_model.parameters() if p.requires_grad]
     timings["load_s"] = time.perf_counter() - started

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from tests.train_run.conftest import conversations
-from thau_chat.prompt_format import IM_END, message_text
+from thau_chat.prompt_format import IM_END, dumps, message_text
 from train.data_collate import (
     IGNORE,
     Encoded,
@@ -48,6 +48,42 @@ def test_labels_are_exactly_the_assistant_replies_and_their_end(tokenizer: Any) 
         got = [tokenizer.decode(run) for run in labelled_runs(encoded)]
         want = [message_text(m) + IM_END for m in example["messages"] if m["role"] == "assistant"]
         assert got == want
+
+
+def test_in_call_marks_exactly_the_json_arguments_of_each_call(tokenizer: Any) -> None:
+    chats = conversations()
+    want = [
+        [],  # an answer
+        [dumps({"prompt": "a red fox in the snow"})],
+        [dumps({"code": "print(2**10)"})],  # a native call, rendered as a tag
+        [dumps({"prompt": "a lighthouse at dusk"})],  # not "Sure! ", nor the tool result
+        [],
+    ]
+    for example, calls in zip(chats, want, strict=True):
+        encoded = encode_example(example["messages"], tokenizer, max_length=4096)
+        assert encoded is not None and len(encoded.in_call) == len(encoded)
+        marked: list[list[int]] = []
+        previous = False
+        for token, label, flag in zip(
+            encoded.input_ids, encoded.labels, encoded.in_call, strict=True
+        ):
+            assert not flag or label != IGNORE  # only labelled tokens
+            if flag and not previous:
+                marked.append([])
+            if flag:
+                marked[-1].append(token)
+            previous = flag
+        assert [tokenizer.decode(run).strip() for run in marked] == calls
+
+
+def test_in_call_ignores_tags_outside_assistant_replies(tokenizer: Any) -> None:
+    tag = '<TOOL:web_search>{"query": "x"}</TOOL>'
+    messages = [
+        {"role": "user", "content": f"What does {tag} do?"},
+        {"role": "assistant", "content": "It asks for a web search."},
+    ]
+    encoded = encode_example(messages, tokenizer, max_length=4096)
+    assert encoded is not None and not any(encoded.in_call)
 
 
 def test_the_im_end_closing_each_reply_is_one_labelled_token(tokenizer: Any) -> None:
@@ -94,6 +130,11 @@ def test_padding_stops_at_the_longest_example_and_carries_no_loss() -> None:
     assert batch["input_ids"].tolist() == [[5, 6, 7], [8, 9, 0]]
     assert batch["attention_mask"].tolist() == [[1, 1, 1], [1, 1, 0]]
     assert batch["labels"].tolist() == [[IGNORE, 6, 7], [IGNORE, 9, IGNORE]]
+    assert not batch["in_call"].any()  # no flags given: nothing is inside a call
+    flagged = PadToLongest(pad_id=0)(
+        [Encoded([5, 6, 7], [IGNORE, 6, 7], in_call=[False, False, True]), Encoded([8], [8])]
+    )
+    assert flagged["in_call"].tolist() == [[False, False, True], [False, False, False]]
 
 
 def test_the_shared_prefix_stops_before_the_first_prediction_with_a_label() -> None:

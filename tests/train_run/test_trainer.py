@@ -274,6 +274,30 @@ def test_a_run_can_start_from_an_earlier_adapter(
         run_training(other_shape, tmp_path / "other", progress=False)
 
 
+def test_argument_weighting_multiplies_the_call_tokens_in_training_only(tiny_base: Path) -> None:
+    from train.base_model import load_model, load_tokenizer, resolve_base
+    from train.data_collate import PadToLongest, encode_examples
+    from train.trainer import AssistantLoss, add_lora
+
+    source = resolve_base(str(tiny_base))
+    model = add_lora(load_model(source), load_preset("smollm2-135m", lora_dropout=0.0))
+    examples = encode_examples(conversations(), load_tokenizer(source), 4096).examples
+    batch = PadToLongest(0)(examples)
+    labelled = int((batch["labels"] != -100).sum())
+    in_call = int(batch["in_call"].sum())
+    assert 0 < in_call < labelled
+    plain_sum, _ = AssistantLoss(model)(**batch)
+    weighted = AssistantLoss(model, argument_weight=3.0)
+    total, count = weighted(**batch)
+    assert float(count) == pytest.approx(labelled + 2 * in_call)  # each call token counts 3x
+    assert float(total) > float(plain_sum)
+    both = AssistantLoss(model, decision_tokens=2, decision_weight=2.0, argument_weight=3.0)
+    assert float(both(**batch)[1]) > float(count)  # the weights multiply
+    weighted.eval()  # validation: every label weighs 1
+    eval_sum, eval_count = weighted(**batch)
+    assert int(eval_count) == labelled and float(eval_sum) == pytest.approx(float(plain_sum))
+
+
 def test_a_run_folder_is_not_overwritten(tiny_base: Path, data_files, tmp_path: Path) -> None:
     config = tiny_config(tiny_base, *data_files, epochs=1)
     run_training(config, tmp_path / "run", progress=False)
@@ -293,6 +317,15 @@ def test_a_run_folder_is_not_overwritten(tiny_base: Path, data_files, tmp_path: 
 )
 def test_settings_the_gguf_export_cannot_carry_are_refused(setting: dict, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
+        load_preset("smollm2-135m", **setting)
+
+
+@pytest.mark.parametrize(
+    "setting",
+    [{"lr": 0}, {"epochs": 0}, {"decision_weight": 0}, {"argument_weight": -1.0}],
+)
+def test_settings_that_cannot_train_are_refused(setting: dict) -> None:
+    with pytest.raises(ConfigError, match=f"must be positive: {next(iter(setting))}"):
         load_preset("smollm2-135m", **setting)
 
 
