@@ -298,3 +298,29 @@ def test_cli_eval_through_a_backend(
     assert (tmp_path / "r.json").is_file() and (tmp_path / "r-confusion.png").is_file()
     assert main(["eval", "--cases", str(tmp_path / "missing.jsonl")]) == 1
     assert "Cannot read the cases file" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("name", "at_least"), [("dev", 100), ("holdout", 80)])
+def test_the_shipped_eval_sets_cover_each_tool_language_and_no_tool(
+    name: str, at_least: int
+) -> None:
+    from train.dataset import ROOT
+
+    cases = evaluate.load_cases(ROOT / "eval" / f"{name}.jsonl")
+    assert len(cases) >= at_least
+    tools = {"generate_image", "code_execution", "web_search", None}
+    for lang in ("es", "en"):
+        mine = [c for c in cases if c.lang == lang]
+        assert {c.expected_tool for c in mine} == tools, lang
+    without = sum(c.expected_tool is None for c in cases)
+    assert 0.4 <= without / len(cases) <= 0.6  # about half need no tool
+
+
+def test_the_holdout_set_asks_nothing_the_dev_set_asks() -> None:
+    from train.dataset import ROOT, _norm
+
+    def asked(name: str) -> set[str]:
+        cases = evaluate.load_cases(ROOT / "eval" / f"{name}.jsonl")
+        return {_norm(c.messages[-1]["content"]) for c in cases}
+
+    assert asked("holdout").isdisjoint(asked("dev"))
