@@ -11,6 +11,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from safetensors.torch import load_file
@@ -177,21 +178,29 @@ def test_decision_weights_fall_on_the_first_tokens_of_each_turn() -> None:
     ]
 
 
-def test_decision_weighting_counts_in_training_not_in_validation(tiny_base: Path) -> None:
+def lora_and_batch(tiny_base: Path) -> tuple[Any, dict[str, Any]]:
+    """The tiny base with a LoRA, and the five chats as one batch."""
     from train.base_model import load_model, load_tokenizer, resolve_base
     from train.data_collate import PadToLongest, encode_examples
-    from train.trainer import AssistantLoss, add_lora
+    from train.trainer import add_lora
 
     source = resolve_base(str(tiny_base))
     model = add_lora(load_model(source), load_preset("smollm2-135m", lora_dropout=0.0))
     examples = encode_examples(conversations(), load_tokenizer(source), 4096).examples
-    batch = PadToLongest(0)(examples)
+    return model, PadToLongest(0)(examples)
+
+
+def test_decision_weighting_counts_in_training_not_in_validation(tiny_base: Path) -> None:
+    from train.trainer import AssistantLoss
+
+    model, batch = lora_and_batch(tiny_base)
     labelled = int((batch["labels"] != -100).sum())
     weighted = AssistantLoss(model, decision_tokens=2, decision_weight=3.0)
     plain_sum, plain_count = AssistantLoss(model)(**batch)
     assert int(plain_count) == labelled
     total, count = weighted(**batch)
-    assert float(count) >= labelled + 2 * 2 * len(examples)  # a reply adds 2 x (3 - 1)
+    replies = int(batch["input_ids"].shape[0])  # one reply at least per chat
+    assert float(count) >= labelled + 2 * 2 * replies  # a reply adds 2 x (3 - 1)
     assert float(total) > float(plain_sum)
     weighted.eval()  # validation: every label weighs 1
     eval_sum, eval_count = weighted(**batch)
@@ -275,14 +284,9 @@ def test_a_run_can_start_from_an_earlier_adapter(
 
 
 def test_argument_weighting_multiplies_the_call_tokens_in_training_only(tiny_base: Path) -> None:
-    from train.base_model import load_model, load_tokenizer, resolve_base
-    from train.data_collate import PadToLongest, encode_examples
-    from train.trainer import AssistantLoss, add_lora
+    from train.trainer import AssistantLoss
 
-    source = resolve_base(str(tiny_base))
-    model = add_lora(load_model(source), load_preset("smollm2-135m", lora_dropout=0.0))
-    examples = encode_examples(conversations(), load_tokenizer(source), 4096).examples
-    batch = PadToLongest(0)(examples)
+    model, batch = lora_and_batch(tiny_base)
     labelled = int((batch["labels"] != -100).sum())
     in_call = int(batch["in_call"].sum())
     assert 0 < in_call < labelled
