@@ -140,15 +140,16 @@ class AssistantLoss(torch.nn.Module):
         logits = base.get_output_embeddings()(hidden[:, :-1][keep]).float()
         losses = F.cross_entropy(logits, targets[keep], reduction="none")
         decide = self.decision_weight != 1.0 and self.decision_tokens > 0
-        argue = self.argument_weight != 1.0 and in_call is not None
-        if not self.training or not (decide or argue):
+        argue = None  # the call-argument labels, when they weigh differently
+        if in_call is not None and self.argument_weight != 1.0:
+            argue = in_call[:, prefix_len + 1 :]
+        if not self.training or not (decide or argue is not None):
             return losses.sum(), keep.sum()
         weights = torch.ones_like(targets, dtype=torch.float32)
         if decide:
             weights *= turn_start_weights(targets, self.decision_tokens, self.decision_weight)
-        if argue:
-            assert in_call is not None
-            weights[in_call[:, prefix_len + 1 :]] *= self.argument_weight
+        if argue is not None:
+            weights[argue] *= self.argument_weight
         weights = weights[keep]
         return (losses * weights).sum(), weights.sum()
 
