@@ -62,6 +62,9 @@ class TrainConfig:
     decision_weight: float = 1.0
     # the loss of the labels inside a tool call's JSON arguments counts this many times
     argument_weight: float = 1.0
+    # NEFTune: uniform noise on the token embeddings in training, at most
+    # alpha / sqrt(length * width) per value (0: off)
+    neftune_alpha: float = 0.0
     init_adapter: str | None = None  # start from a peft adapter folder or GGUF LoRA (incremental)
 
     def as_dict(self) -> dict[str, Any]:
@@ -147,6 +150,8 @@ def check_config(config: TrainConfig) -> None:
     positive = ("epochs", "batch_size", "grad_accum", "max_length", "lora_r", "group_size")
     bad = [name for name in positive if getattr(config, name) < 1]
     bad += [n for n in ("lr", "decision_weight", "argument_weight") if getattr(config, n) <= 0]
+    if config.neftune_alpha < 0:
+        raise ConfigError("neftune_alpha is 0 (off) or more.")
     if config.loraplus_ratio < 1:
         raise ConfigError("loraplus_ratio is 1 (plain LoRA) or more.")
     if bad:
@@ -171,6 +176,7 @@ OVERRIDES = {
     "lora_r": "lora_r",
     "lora_alpha": "lora_alpha",
     "loraplus_ratio": "loraplus_ratio",
+    "neftune_alpha": "neftune_alpha",
     "seed": "seed",
     "precision": "precision",
     "attention": "attention",
@@ -203,6 +209,12 @@ def add_run_arguments(parser: Any) -> None:
         help="LoRA+: the B matrices learn at K times --lr (1: plain LoRA)",
     )
     add("--lora-alpha", type=int, metavar="A", help="LoRA alpha (scale = alpha / r)")
+    add(
+        "--neftune-alpha",
+        type=float,
+        metavar="A",
+        help="NEFTune: noise on the token embeddings in training (0: off)",
+    )
     add("--seed", type=int, metavar="N", help="seed of the LoRA init, dropout and data order")
     add(
         "--precision",

@@ -81,7 +81,8 @@ class AssistantLoss(torch.nn.Module):
     In training the first ``decision_tokens`` labels of each assistant turn weigh
     ``decision_weight`` (the answer-or-call decision) and the labels inside a tool call's
     JSON arguments weigh ``argument_weight`` (the two multiply where they meet);
-    validation weighs every label 1.
+    validation weighs every label 1. With ``neftune_alpha`` > 0, training adds NEFTune's
+    uniform noise to the token embeddings (Jain et al. 2023); validation sees none.
 
     Returns the (weighted) summed loss and the summed weights, so that batches can be
     weighted exactly.
@@ -94,12 +95,14 @@ class AssistantLoss(torch.nn.Module):
         decision_tokens: int = 0,
         decision_weight: float = 1.0,
         argument_weight: float = 1.0,
+        neftune_alpha: float = 0.0,
     ) -> None:
         super().__init__()
         self.peft_model = peft_model
         self.decision_tokens = decision_tokens
         self.decision_weight = decision_weight
         self.argument_weight = argument_weight
+        self.neftune_alpha = neftune_alpha
 
     @staticmethod
     def hidden_states(
@@ -107,19 +110,28 @@ class AssistantLoss(torch.nn.Module):
         input_ids: torch.Tensor,
         attention_mask: torch.Tensor,
         prefix_len: int = 0,
+        noise_alpha: float = 0.0,
     ) -> torch.Tensor:
         """The decoder's last hidden states at the positions after the first ``prefix_len``
-        (the prefix every row shares runs once; its keys and values are repeated)."""
+        (the prefix every row shares runs once; its keys and values are repeated).
+
+        ``noise_alpha`` > 0 adds uniform noise of at most alpha / sqrt(length * width) to
+        each embedding value (NEFTune's scale, over the padded length).
+        """
         decoder = base.get_decoder()
+        embeds = base.get_input_embeddings()(input_ids)
+        if noise_alpha > 0:
+            bound = noise_alpha / math.sqrt(input_ids.shape[1] * embeds.shape[-1])
+            embeds = embeds + torch.empty_like(embeds).uniform_(-bound, bound)
         if not prefix_len:
-            return decoder(input_ids=input_ids, attention_mask=attention_mask)[0]
+            return decoder(inputs_embeds=embeds, attention_mask=attention_mask)[0]
         from transformers import DynamicCache
 
         cache = DynamicCache()  # passed in, so that every transformers version fills it
-        decoder(input_ids=input_ids[:1, :prefix_len], past_key_values=cache, use_cache=True)
+        decoder(inputs_embeds=embeds[:1, :prefix_len], past_key_values=cache, use_cache=True)
         cache.batch_repeat_interleave(input_ids.shape[0])
         return decoder(
-            input_ids=input_ids[:, prefix_len:],
+            inputs_embeds=embeds[:, prefix_len:],
             attention_mask=attention_mask,  # covers the prefix and the rest
             past_key_values=cache,
             use_cache=True,
@@ -134,7 +146,8 @@ class AssistantLoss(torch.nn.Module):
         in_call: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         base = self.peft_model.get_base_model()
-        hidden = self.hidden_states(base, input_ids, attention_mask, prefix_len)
+        noise = self.neftune_alpha if self.training else 0.0
+        hidden = self.hidden_states(base, input_ids, attention_mask, prefix_len, noise)
         targets = labels[:, prefix_len + 1 :]
         keep = targets != IGNORE
         logits = base.get_output_embeddings()(hidden[:, :-1][keep]).float()
@@ -606,6 +619,7 @@ def run_training(
         decision_tokens=config.decision_tokens,
         decision_weight=config.decision_weight,
         argument_weight=config.argument_weight,
+        neftune_alpha=config.neftune_alpha,
     )
     trainable = [p for p in peft_model.parameters() if p.requires_grad]
     timings["load_s"] = time.perf_counter() - started

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import torch
 from safetensors.torch import load_file
 
 from tests.train_run.conftest import conversations, tiny_config
@@ -302,6 +303,34 @@ def test_argument_weighting_multiplies_the_call_tokens_in_training_only(tiny_bas
     assert int(eval_count) == labelled and float(eval_sum) == pytest.approx(float(plain_sum))
 
 
+def test_neftune_noise_is_bounded_and_added_in_training_only(tiny_base: Path) -> None:
+    from train.trainer import AssistantLoss
+
+    model, batch = lora_and_batch(tiny_base)
+    base = model.get_base_model()
+    seen: list[torch.Tensor] = []
+    base.get_decoder().register_forward_pre_hook(
+        lambda module, args, kwargs: seen.append(kwargs["inputs_embeds"].detach()),
+        with_kwargs=True,
+    )
+    embeds = base.get_input_embeddings()(batch["input_ids"]).detach()
+    clean = embeds[:, int(batch["prefix_len"]) :]  # the rows after the shared prefix
+    noisy = AssistantLoss(model, neftune_alpha=5.0)
+    noisy_sum, noisy_count = noisy(**batch)
+    length, width = embeds.shape[1], embeds.shape[2]  # the bound counts the whole row
+    added = (seen[-1] - clean).abs()
+    assert 0 < float(added.max()) <= 5.0 / (length * width) ** 0.5
+    assert float(added.mean()) > 0.25 * 5.0 / (length * width) ** 0.5  # spread, not a few
+    plain = AssistantLoss(model).eval()
+    plain_sum, plain_count = plain(**batch)
+    assert int(noisy_count) == int(plain_count)  # the noise weighs nothing differently
+    assert float(noisy_sum) != pytest.approx(float(plain_sum), abs=1e-6)
+    noisy.eval()  # validation: no noise
+    eval_sum, _ = noisy(**batch)
+    assert torch.equal(seen[-1], clean)
+    assert float(eval_sum) == pytest.approx(float(plain_sum))
+
+
 def test_a_run_folder_is_not_overwritten(tiny_base: Path, data_files, tmp_path: Path) -> None:
     config = tiny_config(tiny_base, *data_files, epochs=1)
     run_training(config, tmp_path / "run", progress=False)
@@ -331,6 +360,11 @@ def test_settings_the_gguf_export_cannot_carry_are_refused(setting: dict, messag
 def test_settings_that_cannot_train_are_refused(setting: dict) -> None:
     with pytest.raises(ConfigError, match=f"must be positive: {next(iter(setting))}"):
         load_preset("smollm2-135m", **setting)
+
+
+def test_negative_embedding_noise_is_refused() -> None:
+    with pytest.raises(ConfigError, match="neftune_alpha is 0"):
+        load_preset("smollm2-135m", neftune_alpha=-1.0)
 
 
 def test_refused_in_a_preset_file_and_through_the_cli(tmp_path: Path, capsys) -> None:
@@ -368,11 +402,13 @@ def test_cli_run_writes_adapter_report_and_plot(
     )
     out = tmp_path / "run"
     argv = ["run", "--preset", str(preset), "--train", str(train), "--valid", str(valid)]
-    assert main([*argv, "--out", str(out), "--epochs", "2", "--no-progress"]) == 0
+    flags = ["--epochs", "2", "--neftune-alpha", "5", "--no-progress"]
+    assert main([*argv, "--out", str(out), *flags]) == 0
 
     report = json.loads((out / "report.json").read_text("utf-8"))
     assert report["status"] == "complete"
     assert report["settings"]["lora_r"] == 4 and report["settings"]["epochs"] == 2
+    assert report["settings"]["neftune_alpha"] == 5.0
     assert report["data"]["sha256"] == {
         "train": hashlib.sha256(train.read_bytes()).hexdigest(),
         "valid": hashlib.sha256(valid.read_bytes()).hexdigest(),
