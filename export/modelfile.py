@@ -53,11 +53,17 @@ class Preset:
         return ADAPTERS_DIR / f"{self.name}-lora.gguf"
 
     def parameters(self) -> dict[str, Any]:
-        """Ollama parameters: sampling, context, and the chat template's stop tokens."""
+        """Ollama parameters: sampling, context, and the chat template's stop tokens.
+
+        ``repeat_penalty`` 1 turns off Ollama's default (1.1 over the last 64 tokens), which
+        penalizes copying the request's words and numbers into a call; the embedded backend
+        and the eval run without it too.
+        """
         return {
             "temperature": self.temperature,
             "top_p": self.top_p,
             "top_k": self.top_k,
+            "repeat_penalty": 1.0,
             "num_ctx": self.num_ctx,
             "stop": stop_tokens(),
         }

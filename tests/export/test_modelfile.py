@@ -136,6 +136,7 @@ def test_modelfile_has_every_part() -> None:
         "temperature": "0.2",
         "top_p": "0.9",
         "top_k": "40",
+        "repeat_penalty": "1.0",
         "num_ctx": "4096",
     }
     registry = ToolRegistry.from_entry_points()
