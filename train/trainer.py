@@ -116,7 +116,8 @@ class AssistantLoss(torch.nn.Module):
         (the prefix every row shares runs once; its keys and values are repeated).
 
         ``noise_alpha`` > 0 adds uniform noise of at most alpha / sqrt(length * width) to
-        each embedding value (NEFTune's scale, over the padded length).
+        each embedding value (NEFTune's scale, over the padded length); the shared prefix
+        runs with the first row's noise.
         """
         decoder = base.get_decoder()
         embeds = base.get_input_embeddings()(input_ids)
