@@ -81,8 +81,7 @@ class AssistantLoss(torch.nn.Module):
     In training the first ``decision_tokens`` labels of each assistant turn weigh
     ``decision_weight`` (the answer-or-call decision) and the labels inside a tool call's
     JSON arguments weigh ``argument_weight`` (the two multiply where they meet);
-    validation weighs every label 1. With ``neftune_alpha`` > 0, training adds NEFTune's
-    uniform noise to the token embeddings (Jain et al. 2023); validation sees none.
+    validation weighs every label 1.
 
     Returns the (weighted) summed loss and the summed weights, so that batches can be
     weighted exactly.
@@ -95,14 +94,12 @@ class AssistantLoss(torch.nn.Module):
         decision_tokens: int = 0,
         decision_weight: float = 1.0,
         argument_weight: float = 1.0,
-        neftune_alpha: float = 0.0,
     ) -> None:
         super().__init__()
         self.peft_model = peft_model
         self.decision_tokens = decision_tokens
         self.decision_weight = decision_weight
         self.argument_weight = argument_weight
-        self.neftune_alpha = neftune_alpha
 
     @staticmethod
     def hidden_states(
@@ -110,20 +107,16 @@ class AssistantLoss(torch.nn.Module):
         input_ids: torch.Tensor,
         attention_mask: torch.Tensor,
         prefix_len: int = 0,
-        noise_alpha: float = 0.0,
     ) -> torch.Tensor:
         """The decoder's last hidden states at the positions after the first ``prefix_len``
         (the prefix every row shares runs once; its keys and values are repeated).
 
-        ``noise_alpha`` > 0 adds uniform noise of at most alpha / sqrt(length * width) to
-        each embedding value (NEFTune's scale, over the padded length); the shared prefix
-        runs with the first row's noise.
+        The rows are embedded whole, once, so that an embedding hook (NEFTune's noise, see
+        ``add_embedding_noise``) sees the padded length; the shared prefix runs with the
+        first row's embeddings.
         """
         decoder = base.get_decoder()
         embeds = base.get_input_embeddings()(input_ids)
-        if noise_alpha > 0:
-            bound = noise_alpha / math.sqrt(input_ids.shape[1] * embeds.shape[-1])
-            embeds = embeds + torch.empty_like(embeds).uniform_(-bound, bound)
         if not prefix_len:
             return decoder(inputs_embeds=embeds, attention_mask=attention_mask)[0]
         from transformers import DynamicCache
@@ -147,8 +140,7 @@ class AssistantLoss(torch.nn.Module):
         in_call: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         base = self.peft_model.get_base_model()
-        noise = self.neftune_alpha if self.training else 0.0
-        hidden = self.hidden_states(base, input_ids, attention_mask, prefix_len, noise)
+        hidden = self.hidden_states(base, input_ids, attention_mask, prefix_len)
         targets = labels[:, prefix_len + 1 :]
         keep = targets != IGNORE
         logits = base.get_output_embeddings()(hidden[:, :-1][keep]).float()
@@ -205,6 +197,19 @@ def add_lora(model: Any, config: TrainConfig) -> Any:
     if not wrapped <= set(EXPORTABLE_MODULES) or any("lora_" not in n for n in trainable):
         raise ConfigError(f"LoRA reached modules the GGUF export cannot carry: {sorted(wrapped)}.")
     return peft_model
+
+
+def add_embedding_noise(peft_model: Any, alpha: float) -> None:
+    """NEFTune (Jain et al. 2023) through transformers' own hook: in training mode, uniform
+    noise of at most alpha / sqrt(length * width) on every token embedding value."""
+    try:
+        from transformers.integrations.neftune import neftune_post_forward_hook
+    except ImportError:  # older transformers keep it in trainer_utils
+        from transformers.trainer_utils import neftune_post_forward_hook
+
+    embeddings = peft_model.get_base_model().get_input_embeddings()
+    embeddings.neftune_noise_alpha = alpha
+    embeddings.register_forward_hook(neftune_post_forward_hook)
 
 
 def new_optimizer(peft_model: Any, trainable: list[torch.nn.Parameter], config: TrainConfig) -> Any:
@@ -615,12 +620,13 @@ def run_training(
     # -- model --------------------------------------------------------------------------------
     base_model = load_model(source, attention_kernel(config.attention, accelerator.device))
     peft_model = add_lora(base_model, config)
+    if config.neftune_alpha > 0:
+        add_embedding_noise(peft_model, config.neftune_alpha)
     loss_model = AssistantLoss(
         peft_model,
         decision_tokens=config.decision_tokens,
         decision_weight=config.decision_weight,
         argument_weight=config.argument_weight,
-        neftune_alpha=config.neftune_alpha,
     )
     trainable = [p for p in peft_model.parameters() if p.requires_grad]
     timings["load_s"] = time.perf_counter() - started

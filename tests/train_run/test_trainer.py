@@ -304,29 +304,29 @@ def test_argument_weighting_multiplies_the_call_tokens_in_training_only(tiny_bas
 
 
 def test_neftune_noise_is_bounded_and_added_in_training_only(tiny_base: Path) -> None:
-    from train.trainer import AssistantLoss
+    from train.trainer import AssistantLoss, add_embedding_noise
 
     model, batch = lora_and_batch(tiny_base)
     base = model.get_base_model()
+    loss = AssistantLoss(model).train()
+    embeds = base.get_input_embeddings()(batch["input_ids"]).detach()
+    plain_sum, plain_count = loss(**batch)
     seen: list[torch.Tensor] = []
     base.get_decoder().register_forward_pre_hook(
         lambda module, args, kwargs: seen.append(kwargs["inputs_embeds"].detach()),
         with_kwargs=True,
     )
-    embeds = base.get_input_embeddings()(batch["input_ids"]).detach()
     clean = embeds[:, int(batch["prefix_len"]) :]  # the rows after the shared prefix
-    noisy = AssistantLoss(model, neftune_alpha=5.0)
-    noisy_sum, noisy_count = noisy(**batch)
+    add_embedding_noise(model, 5.0)
+    noisy_sum, noisy_count = loss(**batch)
     length, width = embeds.shape[1], embeds.shape[2]  # the bound counts the whole row
     added = (seen[-1] - clean).abs()
     assert 0 < float(added.max()) <= 5.0 / (length * width) ** 0.5
     assert float(added.mean()) > 0.25 * 5.0 / (length * width) ** 0.5  # spread, not a few
-    plain = AssistantLoss(model).eval()
-    plain_sum, plain_count = plain(**batch)
     assert int(noisy_count) == int(plain_count)  # the noise weighs nothing differently
     assert float(noisy_sum) != pytest.approx(float(plain_sum), abs=1e-6)
-    noisy.eval()  # validation: no noise
-    eval_sum, _ = noisy(**batch)
+    loss.eval()  # validation: no noise
+    eval_sum, _ = loss(**batch)
     assert torch.equal(seen[-1], clean)
     assert float(eval_sum) == pytest.approx(float(plain_sum))
 
