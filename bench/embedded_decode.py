@@ -16,8 +16,8 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from thau_chat.backends.base import GenerationOptions
-from thau_chat.backends.embedded import EmbeddedBackend
+from thau.chat.backends.base import GenerationOptions
+from thau.chat.backends.embedded import EmbeddedBackend
 
 MESSAGES = [{"role": "user", "content": "Write a long story about a robot who learns to paint."}]
 MAX_TOKENS = 128

@@ -27,11 +27,11 @@ def main() -> None:
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
-    from export.fidelity import compare, compare_merged, conversations, random_lora
-    from export.gguf_adapter import export_adapter
-    from export.gguf_merge import export_merged_gguf
-    from export.modelfile import default_system
-    from thau_chat.backends.embedded import default_model_path
+    from thau.chat.backends.embedded import default_model_path
+    from thau.export.fidelity import compare, compare_merged, conversations, random_lora
+    from thau.export.gguf_adapter import export_adapter
+    from thau.export.gguf_merge import export_merged_gguf
+    from thau.export.modelfile import default_system
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--adapter", help="a trained peft adapter folder (default: random)")

@@ -21,10 +21,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from pydantic import BaseModel
 
-from thau_chat.agent import Agent, TextDelta, ToolFinished
-from thau_chat.backends.base import Chunk, GenerationOptions
-from thau_chat.prompt_format import format_tool_call
-from tools.registry import Tool, ToolContext, ToolRegistry
+from thau.chat.agent import Agent, TextDelta, ToolFinished
+from thau.chat.backends.base import Chunk, GenerationOptions
+from thau.prompt_format import format_tool_call
+from thau.tools.registry import Tool, ToolContext, ToolRegistry
 
 TOKENS = 100_000
 WORDS = ["el", "modelo", "responde", "con", "texto", "y", "llama", "a", "una", "herramienta"]

@@ -18,7 +18,7 @@ import sys
 import time
 from collections.abc import Callable
 
-from tools.sandbox import Sandbox, SandboxLimits, bwrap_problem
+from thau.tools.sandbox import Sandbox, SandboxLimits, bwrap_problem
 
 TARGET_MS = 150.0
 

@@ -23,7 +23,7 @@ def median_wall(cmd: list[str], runs: int) -> float:
 
 def main(runs: int = 15) -> dict[str, float]:
     bare = median_wall([sys.executable, "-c", "pass"], runs)
-    chat = median_wall([sys.executable, "-m", "thau_chat", "--help"], runs)
+    chat = median_wall([sys.executable, "-m", "thau.chat", "--help"], runs)
     figures = {
         "python_pass_s": round(bare, 4),
         "thau_chat_help_s": round(chat, 4),

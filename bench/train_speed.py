@@ -59,7 +59,7 @@ def tiny_model(tokenizer: Any) -> Any:
 
 def base_folder(model_name: str, folder: Path) -> Path:
     """Save the base and its tokenizer to ``folder``, so both trainers load the same thing."""
-    from train.base_model import PACKAGED_GGUF, load_model, load_tokenizer, resolve_base
+    from thau.train.base_model import PACKAGED_GGUF, load_model, load_tokenizer, resolve_base
 
     source = resolve_base(PACKAGED_GGUF)
     tokenizer = load_tokenizer(source)
@@ -71,7 +71,7 @@ def base_folder(model_name: str, folder: Path) -> Path:
 
 def ours(config: Any, out: Path) -> dict[str, Any]:
     """THAU's trainer, one epoch; the training loop's own clock."""
-    from train.trainer import run_training
+    from thau.train.trainer import run_training
 
     report = run_training(config, out, progress=False)
     return {
@@ -88,9 +88,9 @@ def baseline(config: Any, examples: list[dict[str, Any]], out: Path) -> dict[str
     import torch
     from transformers import Trainer, TrainingArguments, default_data_collator
 
-    from thau_chat.prompt_format import render_chatml
-    from train.base_model import load_model, load_tokenizer, resolve_base
-    from train.trainer import add_lora
+    from thau.prompt_format import render_chatml
+    from thau.train.base_model import load_model, load_tokenizer, resolve_base
+    from thau.train.trainer import add_lora
 
     source = resolve_base(config.base)
     tokenizer = load_tokenizer(source)
@@ -149,14 +149,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-length", type=int, help="default: the smollm2-135m preset's")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (default: 1)")
     args = parser.parse_args(argv)
-    from train.openmp_wait import wait_policy, wait_policy_setting
+    from thau.train.openmp_wait import wait_policy, wait_policy_setting
 
     os.environ.update(wait_policy_setting())  # as the trainer does; before torch loads
 
     import torch
 
-    from train.presets import DEFAULT_DATA_DIR, load_preset
-    from train.trainer import mixed_precision, read_examples
+    from thau.train.presets import DEFAULT_DATA_DIR, load_preset
+    from thau.train.trainer import mixed_precision, read_examples
 
     torch.set_num_threads(args.threads)
     data = args.data or DEFAULT_DATA_DIR / "train.jsonl"

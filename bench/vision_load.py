@@ -1,6 +1,6 @@
 """Throughput and latency of ``thau-vision serve`` (tiny model) under concurrent clients.
 
-Starts ``python -m vision_server serve`` on 127.0.0.1 with the tiny pipeline, then runs
+Starts ``python -m thau.vision serve`` on 127.0.0.1 with the tiny pipeline, then runs
 ``--clients`` clients that each send requests back to back until ``--requests`` have been
 sent. The queue is large enough that none is refused; generation itself is serialised, so
 throughput is bounded by the pipeline and latency grows with the number of clients.
@@ -74,7 +74,7 @@ def main() -> None:
 
     import httpx
 
-    from vision_server.tiny import save_tiny_pipeline
+    from thau.vision.tiny import save_tiny_pipeline
 
     work = Path(tempfile.mkdtemp(prefix="thau-vision-load-"))
     model_dir = save_tiny_pipeline(work / "tiny")
@@ -93,7 +93,7 @@ def main() -> None:
         [
             sys.executable,
             "-m",
-            "vision_server",
+            "thau.vision",
             "serve",
             "--port",
             str(port),

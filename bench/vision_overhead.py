@@ -44,9 +44,9 @@ def main() -> None:
     import torch
     import uvicorn
 
-    from vision_server import VisionSettings, create_app
-    from vision_server.loading import load_pipeline
-    from vision_server.tiny import save_tiny_pipeline
+    from thau.vision import VisionSettings, create_app
+    from thau.vision.loading import load_pipeline
+    from thau.vision.tiny import save_tiny_pipeline
 
     torch.set_num_threads(args.threads)
     work = Path(tempfile.mkdtemp(prefix="thau-vision-bench-"))

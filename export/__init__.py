@@ -4,6 +4,6 @@ Heavy libraries (numpy, gguf, torch, transformers, peft) are imported inside the
 functions that need them, so ``import export`` stays cheap.
 """
 
-from export.errors import ExportError, OllamaCreateFailed, OllamaUnreachable
+from thau.export.errors import ExportError, OllamaCreateFailed, OllamaUnreachable
 
 __all__ = ["ExportError", "OllamaCreateFailed", "OllamaUnreachable"]

@@ -1,5 +1,5 @@
 """``python -m export``: the same as ``thau-export``."""
 
-from export.cli import main
+from thau.export.cli import main
 
 raise SystemExit(main())

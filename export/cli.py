@@ -8,12 +8,12 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from export.errors import ExportError
-from thau_chat.errors import ThauError
+from thau.errors import ThauError
+from thau.export.errors import ExportError
 
 
 def _default_base() -> Path:
-    from thau_chat.backends.embedded import default_model_path
+    from thau.chat.backends.embedded import default_model_path
 
     return default_model_path()
 
@@ -23,7 +23,7 @@ def _size(n: int) -> str:
 
 
 def cmd_adapter(args: argparse.Namespace) -> int:
-    from export.gguf_adapter import export_adapter
+    from thau.export.gguf_adapter import export_adapter
 
     base = args.base or _default_base()
     done = export_adapter(args.adapter, base, args.out, outtype=args.outtype)
@@ -35,7 +35,7 @@ def cmd_adapter(args: argparse.Namespace) -> int:
 
 
 def cmd_merged(args: argparse.Namespace) -> int:
-    from export.gguf_merge import export_merged_gguf, export_merged_safetensors
+    from thau.export.gguf_merge import export_merged_gguf, export_merged_safetensors
 
     base = args.base or _default_base()
     if args.format == "safetensors":
@@ -52,10 +52,16 @@ def cmd_merged(args: argparse.Namespace) -> int:
 
 
 def cmd_modelfile(args: argparse.Namespace) -> int:
-    from export.modelfile import MODELFILES_DIR, build_modelfile, render_presets
+    from thau.export.modelfile import build_modelfile, render_presets
+    from thau.resources import modelfiles_dir, source_checkout
 
     if args.all:
-        for path in render_presets(Path(args.out) if args.out else MODELFILES_DIR):
+        if not args.out and not source_checkout():
+            raise ExportError(
+                "--all needs --out FOLDER: the shipped Modelfiles are part of the installed "
+                "package and are not rewritten."
+            )
+        for path in render_presets(Path(args.out) if args.out else modelfiles_dir()):
             print(f"Wrote {path}")
         return 0
     text = build_modelfile(args.preset, adapter=args.adapter, from_=args.from_).render()
@@ -70,8 +76,8 @@ def cmd_modelfile(args: argparse.Namespace) -> int:
 
 
 def cmd_ollama(args: argparse.Namespace) -> int:
-    from export.ollama_register import register
-    from export.versions import scalar_metrics
+    from thau.export.ollama_register import register
+    from thau.export.versions import scalar_metrics
 
     metrics = {}
     if args.metrics:
@@ -100,7 +106,7 @@ def cmd_ollama(args: argparse.Namespace) -> int:
 def cmd_versions(args: argparse.Namespace) -> int:
     from dataclasses import asdict
 
-    from export.versions import VersionRegistry, format_versions
+    from thau.export.versions import VersionRegistry, format_versions
 
     versions = VersionRegistry().list(args.size)
     if args.json:

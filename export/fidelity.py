@@ -13,9 +13,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from export.errors import ExportError
-from export.gguf_base import base_info, open_gguf, unpermute_rows
-from thau_chat.prompt_format import format_tool_call, format_tool_result, render_chatml
+from thau.export.errors import ExportError
+from thau.export.gguf_base import base_info, open_gguf, unpermute_rows
+from thau.prompt_format import format_tool_call, format_tool_result, render_chatml
 
 _CPP_TO_HF = {
     "attn_q": "self_attn.q_proj",

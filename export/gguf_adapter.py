@@ -14,9 +14,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from export.errors import ExportError
-from export.gguf_base import BaseModelInfo, base_info, finish, open_gguf, permute_rows
-from export.lora import LoraAdapter, LoraPair, load_adapter
+from thau.export.errors import ExportError
+from thau.export.gguf_base import BaseModelInfo, base_info, finish, open_gguf, permute_rows
+from thau.export.lora import LoraAdapter, LoraPair, load_adapter
 
 if TYPE_CHECKING:
     import numpy as np

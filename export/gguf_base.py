@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from export.errors import ExportError
-from export.gguf_file import ARRAY, GGUFFile
+from thau.export.errors import ExportError
+from thau.export.gguf_file import ARRAY, GGUFFile
 
 if TYPE_CHECKING:
     import gguf

@@ -12,9 +12,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from export.errors import ExportError
-from export.gguf_base import PERMUTED_ARCHS, open_gguf, unpermute_rows
-from export.lora import LLAMA_CPP_NAMES
+from thau.export.errors import ExportError
+from thau.export.gguf_base import PERMUTED_ARCHS, open_gguf, unpermute_rows
+from thau.export.lora import LLAMA_CPP_NAMES
 
 if TYPE_CHECKING:
     import numpy as np

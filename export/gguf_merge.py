@@ -14,10 +14,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from export.errors import ExportError
-from export.gguf_adapter import check_fits, in_base_order
-from export.gguf_base import base_info, copy_metadata, finish, open_gguf
-from export.lora import LoraAdapter, load_adapter
+from thau.export.errors import ExportError
+from thau.export.gguf_adapter import check_fits, in_base_order
+from thau.export.gguf_base import base_info, copy_metadata, finish, open_gguf
+from thau.export.lora import LoraAdapter, load_adapter
 
 if TYPE_CHECKING:
     import numpy as np

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from export.errors import ExportError
+from thau.export.errors import ExportError
 
 if TYPE_CHECKING:
     import numpy as np

@@ -1,8 +1,8 @@
 """Ollama Modelfiles rendered from the one prompt-format source.
 
-``SYSTEM`` is :func:`thau_chat.prompt_format.system_prompt` (short style) for the
+``SYSTEM`` is :func:`thau.prompt_format.system_prompt` (short style) for the
 registry's tools; ``TEMPLATE`` renders system, user, assistant and tool messages
-exactly as :func:`~thau_chat.prompt_format.render_chatml` does, and carries ``.Tools``
+exactly as :func:`~thau.prompt_format.render_chatml` does, and carries ``.Tools``
 and ``.ToolCalls`` blocks so that Ollama's native tool API works with the same text
 protocol (tool calls in the history become ``<TOOL:name>{json}</TOOL>``).
 
@@ -20,13 +20,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from export.errors import ExportError
-from thau_chat import prompt_format
-from thau_chat.prompt_format import IM_END, IM_START, TOOL_CLOSE, TOOL_OPEN
-
-REPO_ROOT = Path(__file__).resolve().parent.parent
-MODELFILES_DIR = REPO_ROOT / "Modelfiles"
-ADAPTERS_DIR = REPO_ROOT / "thau_chat" / "data"
+from thau import prompt_format
+from thau.export.errors import ExportError
+from thau.prompt_format import IM_END, IM_START, TOOL_CLOSE, TOOL_OPEN
+from thau.resources import modelfiles_dir, shipped_adapters_dir, source_checkout
 
 
 @dataclass(frozen=True)
@@ -50,7 +47,7 @@ class Preset:
     def adapter_file(self) -> Path:
         """Where this preset's GGUF LoRA lives by default (the embedded backend ships
         ``thau-135m-lora.gguf`` from there)."""
-        return ADAPTERS_DIR / f"{self.name}-lora.gguf"
+        return shipped_adapters_dir() / f"{self.name}-lora.gguf"
 
     def parameters(self) -> dict[str, Any]:
         """Ollama parameters: sampling, context, and the chat template's stop tokens.
@@ -99,7 +96,7 @@ def stop_tokens() -> list[str]:
 def default_system(tools: Sequence[Any] | None = None) -> str:
     """The short system prompt for ``tools`` (default: every registered tool)."""
     if tools is None:
-        from tools.registry import ToolRegistry
+        from thau.tools.registry import ToolRegistry
 
         tools = list(ToolRegistry.from_entry_points())
     return prompt_format.system_prompt(tools, style="short")
@@ -191,29 +188,34 @@ def build_modelfile(
     )
 
 
-def preset_modelfile(name: str) -> str:
-    """The text of ``Modelfiles/<name>.Modelfile``; ``ADAPTER`` is the preset's default
-    adapter, relative to the Modelfiles folder (Ollama resolves it from there)."""
+def preset_modelfile(name: str, folder: Path | None = None) -> str:
+    """The text of ``<folder>/<name>.Modelfile`` (default: the shipped ``Modelfiles/``);
+    ``ADAPTER`` is the preset's default adapter, relative to that folder (Ollama resolves
+    it from there)."""
     chosen = preset(name)
-    relative = Path(os.path.relpath(chosen.adapter_file, MODELFILES_DIR)).as_posix()
-    from_root = chosen.adapter_file.relative_to(REPO_ROOT).as_posix()
+    folder = folder or modelfiles_dir()
+    relative = Path(os.path.relpath(chosen.adapter_file, folder)).as_posix()
+    root = source_checkout()
+    from_root = (
+        chosen.adapter_file.relative_to(root).as_posix() if root else str(chosen.adapter_file)
+    )
     header = (
         f"{chosen.name}: {chosen.hf_base} with the THAU LoRA adapter.\n"
         "Rendered by `thau-export modelfile --all` from thau_chat/prompt_format.py; "
         "do not edit by hand.\n"
         f"First: thau-export adapter --adapter <trainer out>/adapter --out {from_root}\n"
-        f"Then:  ollama create {chosen.name} -f {MODELFILES_DIR.name}/{chosen.name}.Modelfile"
+        f"Then:  ollama create {chosen.name} -f {folder.name}/{chosen.name}.Modelfile"
     )
     return build_modelfile(chosen.name, adapter=relative, header=header).render()
 
 
-def render_presets(folder: Path = MODELFILES_DIR) -> list[Path]:
+def render_presets(folder: Path) -> list[Path]:
     """Write ``<folder>/<preset>.Modelfile`` for every preset."""
     folder.mkdir(parents=True, exist_ok=True)
     written = []
     for name in PRESETS:
         path = folder / f"{name}.Modelfile"
-        path.write_text(preset_modelfile(name), encoding="utf-8")
+        path.write_text(preset_modelfile(name, folder), encoding="utf-8")
         written.append(path)
     return written
 

@@ -18,9 +18,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from export.errors import ExportError, OllamaCreateFailed, OllamaUnreachable
-from export.modelfile import build_modelfile, preset
-from export.versions import ModelVersion, VersionRegistry
+from thau.export.errors import ExportError, OllamaCreateFailed, OllamaUnreachable
+from thau.export.modelfile import build_modelfile, preset
+from thau.export.versions import ModelVersion, VersionRegistry
 
 DEFAULT_HOST = "http://localhost:11434"
 
@@ -116,7 +116,7 @@ def register(
     """Register the next version of preset ``name`` with the Ollama server at ``host``."""
     import ollama
 
-    from thau_chat.paths import data_dir
+    from thau.paths import data_dir
 
     chosen = preset(name)
     host = (host or default_host()).rstrip("/")

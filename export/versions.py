@@ -9,14 +9,13 @@ is never reused: each size keeps the last number it handed out.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from export.errors import ExportError
+from thau.export.errors import ExportError
+from thau.jsonl import write_json
 
 
 @dataclass
@@ -36,7 +35,7 @@ class ModelVersion:
 
 def versions_file() -> Path:
     """``versions.json`` in THAU's data dir (``$THAU_DATA_DIR`` or the XDG one)."""
-    from thau_chat.paths import data_dir
+    from thau.paths import data_dir
 
     return data_dir() / "versions.json"
 
@@ -77,17 +76,7 @@ class VersionRegistry:
         return data
 
     def _write(self, data: dict[str, Any]) -> None:
-        fd, tmp = tempfile.mkstemp(prefix=".versions-", suffix=".json", dir=self.path.parent)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as handle:
-                json.dump(data, handle, indent=2, ensure_ascii=False)
-                handle.write("\n")
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(tmp, self.path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        write_json(self.path, data)
 
     def list(self, size: str | None = None) -> list[ModelVersion]:
         """Every recorded version (of ``size`` when given), oldest first."""

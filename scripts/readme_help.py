@@ -20,7 +20,7 @@ BLOCK = re.compile(r"(<!-- \[\[\[cog-help -->\n).*?(<!-- \]\]\] -->)", re.DOTALL
 
 def help_text() -> str:
     sys.path.insert(0, str(ROOT))
-    from thau_chat.cli import build_parser
+    from thau.chat.cli import build_parser
 
     os.environ["COLUMNS"] = "100"
     out = io.StringIO()

@@ -7,9 +7,9 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from thau_chat.backends.base import Chunk, GenerationOptions
-from thau_chat.prompt_format import Message
-from tools.registry import Tool, ToolContext, ToolRegistry
+from thau.chat.backends.base import Chunk, GenerationOptions
+from thau.prompt_format import Message
+from thau.tools.registry import Tool, ToolContext, ToolRegistry
 
 
 class ScriptedBackend:

@@ -1,3 +1,1 @@
-"""THAU: a local tool-calling chat runtime for small models."""
-
-__version__ = "0.1.0"
+"""THAU's chat runtime: CLI, REPL, agent loop, tool-call parser, backends."""

@@ -1,3 +1,3 @@
-from thau_chat.cli import main
+from thau.chat.cli import main
 
 raise SystemExit(main())

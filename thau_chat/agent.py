@@ -15,12 +15,12 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from thau_chat import prompt_format
-from thau_chat.backends.base import Backend, GenerationOptions, is_thau_model
-from thau_chat.errors import ToolError
-from thau_chat.parser import TextChunk, ToolCall, ToolCallError, ToolCallParser, ToolCallStart
-from thau_chat.prompt_format import Message
-from tools.registry import Tool, ToolContext, ToolOutcome, ToolRegistry
+from thau import prompt_format
+from thau.chat.backends.base import Backend, GenerationOptions, is_thau_model
+from thau.chat.parser import TextChunk, ToolCall, ToolCallError, ToolCallParser, ToolCallStart
+from thau.errors import ToolError
+from thau.prompt_format import Message
+from thau.tools.registry import Tool, ToolContext, ToolOutcome, ToolRegistry
 
 FINAL_ANSWER_NOTE = (
     "The tool budget for this turn is used up. Answer the user now with what you have, "

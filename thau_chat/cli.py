@@ -10,7 +10,7 @@ import argparse
 import sys
 from typing import Any
 
-from thau_chat import __version__
+from thau import __version__
 
 EPILOG = """\
 examples:
@@ -76,15 +76,15 @@ def fail(message: str, code: int = 1) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from thau_chat.config import load_settings
-    from thau_chat.errors import ThauError
+    from thau.chat.config import load_settings
+    from thau.errors import ThauError
 
     try:
         settings = load_settings(
             model=args.model,
             backend=args.backend,
             host=args.host,
-            api=args.api,
+            vision_url=args.api,
             adapter=args.adapter,
             yes=args.yes,
             no_tools=args.no_tools,
@@ -99,14 +99,14 @@ def main(argv: list[str] | None = None) -> int:
         return fail(str(exc), 2)
     try:
         if args.run_tool:
-            from thau_chat.run_tool import run_tool
+            from thau.chat.run_tool import run_tool
 
             return run_tool(settings, args.run_tool, args.args, as_json=args.json)
         if args.message is not None:
-            from thau_chat.oneshot import run_once
+            from thau.chat.oneshot import run_once
 
             return run_once(settings, args.message, as_json=args.json, load=args.load)
-        from thau_chat.repl import run_repl
+        from thau.chat.repl import run_repl
 
         return run_repl(settings, load=args.load)
     except ThauError as exc:

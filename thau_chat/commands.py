@@ -13,11 +13,11 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from thau_chat import conversation as conversations
-from thau_chat.render import error, info
+from thau.chat import conversation as conversations
+from thau.chat.render import error, info
 
 if TYPE_CHECKING:
-    from thau_chat.repl import ChatRepl
+    from thau.chat.repl import ChatRepl
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".gif", ".bmp")
 
@@ -299,7 +299,7 @@ def _open(repl: ChatRepl, arg: str) -> bool:
     if path is None:
         info(repl.console, "No image in this conversation yet.")
         return False
-    from tools.image_preview import open_image
+    from thau.tools.image_preview import open_image
 
     try:
         opened = open_image(path)

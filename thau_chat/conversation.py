@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from thau_chat.errors import ThauError
-from thau_chat.prompt_format import Message
+from thau.errors import ThauError
+from thau.jsonl import write_json
+from thau.prompt_format import Message
 
 
 class Conversation:
@@ -30,13 +29,7 @@ class Conversation:
 
     def save(self, path: Path | None = None) -> Path:
         """Write atomically (temp file + rename); returns the path."""
-        target = path or self.path
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-", suffix=".json")
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump(self.to_json(), handle, ensure_ascii=False, indent=1)
-        os.replace(tmp, target)
-        return target
+        return write_json(path or self.path, self.to_json(), indent=1)
 
     @classmethod
     def load(cls, folder: Path, ref: str) -> Conversation:

@@ -6,7 +6,7 @@ import json
 import sys
 from typing import Any
 
-from thau_chat.agent import (
+from thau.chat.agent import (
     YES_ANSWERS,
     Approval,
     Notice,
@@ -15,13 +15,13 @@ from thau_chat.agent import (
     ToolRequested,
     TurnDone,
 )
-from thau_chat.config import Settings
-from thau_chat.conversation import Conversation
-from thau_chat.errors import ThauError
-from thau_chat.parser import ToolCall
-from thau_chat.prompt_format import dumps
-from thau_chat.session import build_session
-from tools.registry import Tool
+from thau.chat.config import Settings
+from thau.chat.conversation import Conversation
+from thau.chat.parser import ToolCall
+from thau.chat.session import build_session
+from thau.errors import ThauError
+from thau.prompt_format import dumps
+from thau.tools.registry import Tool
 
 
 def read_message(text: str) -> str:

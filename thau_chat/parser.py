@@ -14,7 +14,7 @@ from typing import Any
 
 import json_repair
 
-from thau_chat.prompt_format import TOOL_CLOSE, TOOL_OPEN
+from thau.prompt_format import TOOL_CLOSE, TOOL_OPEN
 
 _NAME_FIRST = frozenset("abcdefghijklmnopqrstuvwxyz_")
 _NAME_REST = _NAME_FIRST | frozenset("0123456789")

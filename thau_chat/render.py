@@ -14,7 +14,7 @@ from rich.spinner import Spinner
 from rich.syntax import Syntax
 from rich.text import Text
 
-from thau_chat.agent import (
+from thau.chat.agent import (
     AgentEvent,
     Notice,
     TextDelta,
@@ -23,8 +23,8 @@ from thau_chat.agent import (
     ToolStarted,
     TurnDone,
 )
-from thau_chat.parser import ToolCall
-from tools.registry import Tool
+from thau.chat.parser import ToolCall
+from thau.tools.registry import Tool
 
 SCREEN_RESULT_LIMIT = 1500
 """Characters of a tool result shown on screen; the rest is on disk."""

@@ -21,16 +21,16 @@ from prompt_toolkit.output import Output
 from rich.console import Console
 from rich.text import Text
 
-from thau_chat import commands
-from thau_chat.agent import YES_ANSWERS, Approval
-from thau_chat.backends import Selection, create_backend
-from thau_chat.config import Settings
-from thau_chat.conversation import Conversation
-from thau_chat.errors import ThauError
-from thau_chat.parser import ToolCall
-from thau_chat.render import TurnView, approval_panel, error, info
-from thau_chat.session import Session, build_session
-from tools.registry import Tool, ToolRegistry
+from thau.chat import commands
+from thau.chat.agent import YES_ANSWERS, Approval
+from thau.chat.backends import Selection, create_backend
+from thau.chat.config import Settings
+from thau.chat.conversation import Conversation
+from thau.chat.parser import ToolCall
+from thau.chat.render import TurnView, approval_panel, error, info
+from thau.chat.session import Session, build_session
+from thau.errors import ThauError
+from thau.tools.registry import Tool, ToolRegistry
 
 PROMPT = "› "
 SelectionFactory = Callable[[Settings], Selection]

@@ -5,12 +5,12 @@ from __future__ import annotations
 import json
 import sys
 
-from thau_chat.config import Settings
-from thau_chat.errors import ToolError
-from thau_chat.oneshot import terminal_approver
-from thau_chat.parser import ToolCall
-from thau_chat.session import tool_context
-from tools.registry import ToolOutcome, ToolRegistry
+from thau.chat.config import Settings
+from thau.chat.oneshot import terminal_approver
+from thau.chat.parser import ToolCall
+from thau.chat.session import tool_context
+from thau.errors import ToolError
+from thau.tools.registry import ToolOutcome, ToolRegistry
 
 
 def run_tool(settings: Settings, name: str, raw_args: str, *, as_json: bool) -> int:

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from thau_chat.agent import Agent, Approver, deny_all
-from thau_chat.backends import Selection, create_backend
-from thau_chat.backends.base import GenerationOptions
-from thau_chat.config import Settings
-from tools.registry import ToolContext, ToolRegistry
+from thau.chat.agent import Agent, Approver, deny_all
+from thau.chat.backends import Selection, create_backend
+from thau.chat.backends.base import GenerationOptions
+from thau.chat.config import Settings
+from thau.tools.registry import ToolContext, ToolRegistry
 
 
 @dataclass
@@ -29,7 +29,9 @@ def resolve_tool_mode(settings: Settings, selection: Selection) -> str:
 
 
 def tool_context(settings: Settings) -> ToolContext:
-    return ToolContext(data_dir=settings.data_dir, vision_url=settings.api, approved=settings.yes)
+    return ToolContext(
+        data_dir=settings.data_dir, vision_url=settings.vision_url, approved=settings.yes
+    )
 
 
 def build_session(

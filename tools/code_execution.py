@@ -6,8 +6,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field, field_validator
 
-from tools.registry import Tool, ToolContext
-from tools.sandbox import Sandbox, SandboxLimits, mode_from_env
+from thau.tools.registry import Tool, ToolContext
+from thau.tools.sandbox import Sandbox, SandboxLimits, mode_from_env
 
 
 class CodeExecutionArgs(BaseModel):
@@ -35,7 +35,9 @@ def run(args: CodeExecutionArgs, context: ToolContext) -> dict[str, Any]:
     """
     sandbox = context.extra.get("sandbox")
     if not isinstance(sandbox, Sandbox):
-        sandbox = Sandbox(mode_from_env(), SandboxLimits.from_env())
+        sandbox = Sandbox(
+            mode_from_env(context.settings()), SandboxLimits.from_env(context.settings())
+        )
     return sandbox.run(args.code).as_dict()
 
 
@@ -44,10 +46,11 @@ def preview(args: CodeExecutionArgs) -> tuple[str, str]:
     return "python", args.code
 
 
-def _timeout() -> float:
+def _timeout(context: ToolContext) -> float:
+    """The sandbox's own timeout plus a margin: the sandbox stops the code first."""
     try:
-        return SandboxLimits.from_env().timeout_s + 15
-    except Exception:  # a bad value is reported when the tool runs, not at import
+        return SandboxLimits.from_env(context.settings()).timeout_s + 15
+    except Exception:  # a bad value is reported by run(), with its name
         return SandboxLimits().timeout_s + 15
 
 
@@ -61,6 +64,6 @@ tool = Tool(
     args_model=CodeExecutionArgs,
     run=run,
     needs_approval=True,
-    timeout=_timeout(),
+    timeout=_timeout,
     preview=preview,
 )

@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import re
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
@@ -19,8 +20,8 @@ from urllib.parse import unquote, urlsplit
 import httpx
 from pydantic import BaseModel, Field
 
-from thau_chat.errors import ToolError
-from tools.registry import Tool, ToolContext
+from thau.errors import ToolError
+from thau.tools.registry import Tool, ToolContext
 
 DEFAULT_GENERATE_TIMEOUT_S = 600.0
 CONNECT_TIMEOUT_S = 5.0
@@ -63,9 +64,9 @@ def _detail(response: httpx.Response) -> str:
     return str(body)[:200]
 
 
-def generate_timeout() -> float:
+def generate_timeout(env: Mapping[str, str]) -> float:
     """``THAU_VISION_TIMEOUT``: seconds one generation may take (default 600)."""
-    raw = os.environ.get("THAU_VISION_TIMEOUT", "").strip()
+    raw = env.get("THAU_VISION_TIMEOUT", "").strip()
     if not raw:
         return DEFAULT_GENERATE_TIMEOUT_S
     try:
@@ -77,13 +78,13 @@ def generate_timeout() -> float:
     return value
 
 
-def _transport_error(base: str, exc: httpx.TransportError) -> ToolError:
+def _transport_error(base: str, exc: httpx.TransportError, limit: float) -> ToolError:
     if isinstance(exc, httpx.ConnectError):
         return ToolError(f"The vision server is not answering at {base}. {START_HINT}")
     if isinstance(exc, httpx.TimeoutException):
         return ToolError(
             f"The vision server at {base} did not answer in time (limit "
-            f"{generate_timeout():g} s; set THAU_VISION_TIMEOUT to wait longer)."
+            f"{limit:g} s; set THAU_VISION_TIMEOUT to wait longer)."
         )
     return ToolError(f"Talking to the vision server at {base} failed: {exc}")
 
@@ -137,7 +138,7 @@ def _download(client: httpx.Client, base: str, url: str, target: Path) -> None:
             raise ToolError(f"The vision server sent an empty image from {url}.")
         os.replace(tmp, target)
     except httpx.TransportError as exc:
-        raise _transport_error(base, exc) from None
+        raise _transport_error(base, exc, client.timeout.read or 0.0) from None
     finally:
         Path(tmp).unlink(missing_ok=True)
 
@@ -145,16 +146,16 @@ def _download(client: httpx.Client, base: str, url: str, target: Path) -> None:
 def generate(args: GenerateImageArgs, context: ToolContext) -> dict[str, Any]:
     """Ask for the image, fetch it, return where it is."""
     base = context.vision_url.rstrip("/")
-    timeout = httpx.Timeout(generate_timeout(), connect=CONNECT_TIMEOUT_S)
+    timeout = httpx.Timeout(generate_timeout(context.settings()), connect=CONNECT_TIMEOUT_S)
     payload = args.model_dump(exclude_none=True)
     headers = {}
-    if key := os.environ.get("THAU_VISION_API_KEY", "").strip():
+    if key := context.settings().get("THAU_VISION_API_KEY", "").strip():
         headers["Authorization"] = f"Bearer {key}"
     with httpx.Client(timeout=timeout, headers=headers) as client:
         try:
             response = client.post(f"{base}/vision/generate", json=payload)
         except httpx.TransportError as exc:
-            raise _transport_error(base, exc) from None
+            raise _transport_error(base, exc, client.timeout.read or 0.0) from None
         _check(response, base, "make the image")
         try:
             body = response.json()
@@ -180,10 +181,10 @@ def generate(args: GenerateImageArgs, context: ToolContext) -> dict[str, Any]:
     }
 
 
-def _tool_timeout() -> float:
+def _tool_timeout(context: ToolContext) -> float:
     try:
-        return generate_timeout() + 30
-    except ToolError:  # reported when the tool runs, not at import
+        return generate_timeout(context.settings()) + 30
+    except ToolError:  # reported by generate(), with its name
         return DEFAULT_GENERATE_TIMEOUT_S + 30
 
 
@@ -195,5 +196,5 @@ tool = Tool(
     ),
     args_model=GenerateImageArgs,
     run=generate,
-    timeout=_tool_timeout(),
+    timeout=_tool_timeout,
 )

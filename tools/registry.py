@@ -1,10 +1,10 @@
 """The tool plugin surface: what a tool is and how tools are found and run.
 
-A plugin package exposes, in the entry-point group ``thau_chat.tools``, either a
+A plugin package exposes, in the entry-point group ``thau.tools``, either a
 :class:`Tool` or a function that takes no arguments and returns a ``Tool`` or a list
 of them::
 
-    [project.entry-points."thau_chat.tools"]
+    [project.entry-points."thau.tools"]
     weather = "thau_weather:tool"
 """
 
@@ -13,7 +13,7 @@ from __future__ import annotations
 import concurrent.futures
 import json
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from pathlib import Path
@@ -21,9 +21,11 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from thau_chat.errors import ToolArgumentsInvalid, ToolError, UnknownTool
+from thau.errors import ToolArgumentsInvalid, ToolError, UnknownTool
+from thau.prompt_format import is_tool_name, to_tool_name
+from thau.settings import tool_environment
 
-ENTRY_POINT_GROUP = "thau_chat.tools"
+ENTRY_POINT_GROUP = "thau.tools"
 
 
 @dataclass
@@ -34,6 +36,13 @@ class ToolContext:
     vision_url: str = "http://localhost:8000"
     approved: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
+    env: Mapping[str, str] | None = None
+    """Settings to use instead of :meth:`settings`' (tests, embedding hosts)."""
+
+    def settings(self) -> Mapping[str, str]:
+        """What a tool reads its settings from: the environment over ``config.toml``
+        (:func:`thau.settings.tool_environment`), read when the call runs."""
+        return tool_environment() if self.env is None else self.env
 
 
 @dataclass(frozen=True)
@@ -45,7 +54,8 @@ class Tool:
     args_model: type[BaseModel]
     run: Callable[[Any, ToolContext], Any]
     needs_approval: bool = False
-    timeout: float = 60.0
+    timeout: float | Callable[[ToolContext], float] = 60.0
+    """Seconds a call may take, or a function of the context's settings."""
     preview: Callable[[Any], tuple[str, str]] | None = None
     """Takes the validated argument model; returns ``(lexer, text)`` shown when the
     person is asked to approve a call."""
@@ -83,6 +93,10 @@ class Tool:
             else:
                 parts.append(f"{name}={info.default!r}")
         return f"{self.name}({', '.join(parts)})"
+
+    def timeout_for(self, context: ToolContext) -> float:
+        """The call deadline under ``context``'s settings."""
+        return self.timeout(context) if callable(self.timeout) else self.timeout
 
     def describe_call(self, arguments: dict[str, Any]) -> tuple[str, str]:
         """``(lexer, text)`` showing what a call will do: the preview, else its JSON."""
@@ -131,7 +145,7 @@ class ToolRegistry:
 
     @classmethod
     def from_entry_points(cls) -> ToolRegistry:
-        """All tools published in the ``thau_chat.tools`` group, built-ins included."""
+        """All tools published in the ``thau.tools`` group, built-ins included."""
         registry = cls()
         for ep in sorted(entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name):
             try:
@@ -145,7 +159,13 @@ class ToolRegistry:
 
     def register(self, tool: Tool) -> None:
         if not isinstance(tool, Tool):
-            raise ToolError(f"{tool!r} is not a tools.Tool")
+            raise ToolError(f"{tool!r} is not a thau.tools.Tool")
+        if not is_tool_name(tool.name):
+            raise ToolError(
+                f"tool name {tool.name!r} cannot be called: a tool name is lower-case letters, "
+                "digits and _ (it must fit <TOOL:name>), e.g. "
+                f"{to_tool_name(tool.name)!r}"
+            )
         if tool.name in self._tools:
             raise ToolError(f"two tools are named {tool.name!r}")
         self._tools[tool.name] = tool
@@ -189,12 +209,16 @@ class ToolRegistry:
         out or is interrupted keeps its thread, and the next call gets a fresh one.
         """
         start = time.perf_counter()
+        try:
+            deadline = tool.timeout_for(context)
+        except Exception as exc:  # a bad setting (THAU_SANDBOX_TIMEOUT=abc) is the call's error
+            return ToolOutcome(tool.name, False, error=f"{type(exc).__name__}: {exc}")
         if self._pool is None:
             self._pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="tool")
         future = self._pool.submit(tool.run, args, context)
         try:
             try:
-                result = future.result(timeout=tool.timeout)
+                result = future.result(timeout=deadline)
             except BaseException:  # a timeout or Ctrl-C: leave the busy worker behind
                 self._pool.shutdown(wait=False, cancel_futures=True)
                 self._pool = None
@@ -204,7 +228,7 @@ class ToolRegistry:
             return ToolOutcome(
                 tool.name,
                 False,
-                error=f"timed out after {tool.timeout:g} s",
+                error=f"timed out after {deadline:g} s",
                 elapsed_s=time.perf_counter() - start,
             )
         except Exception as exc:

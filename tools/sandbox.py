@@ -39,9 +39,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from thau_chat.errors import ConfigError, ToolError
-from tools import sandbox_guard
-from tools.sandbox_capture import StreamCapture
+from thau.errors import ConfigError, ToolError
+from thau.tools import sandbox_guard
+from thau.tools.sandbox_capture import StreamCapture
 
 SandboxMode = Literal["auto", "bwrap", "fallback"]
 INSIDE_WORKDIR = "/sandbox"

@@ -15,7 +15,7 @@ from typing import Any, Protocol, TypedDict
 
 import httpx
 
-from thau_chat.errors import ToolError
+from thau.errors import ToolError
 
 DEFAULT_OLLAMA_SEARCH_URL = "https://ollama.com/api/web_search"
 DEFAULT_TIMEOUT_S = 10.0

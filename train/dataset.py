@@ -29,21 +29,19 @@ from itertools import islice
 from pathlib import Path
 from typing import Any
 
-from thau_chat.errors import ThauError, ToolError
-from thau_chat.parser import ToolCall, ToolCallError, ToolCallParser
-from thau_chat.prompt_format import (
+from thau import jsonl
+from thau.chat.parser import ToolCall, ToolCallError, ToolCallParser
+from thau.errors import ThauError, ToolError
+from thau.prompt_format import (
     Message,
     format_tool_call,
     format_tool_result,
     render_chatml,
     system_prompt,
 )
-from tools.registry import ToolRegistry
+from thau.resources import datasets_dir, eval_dir
+from thau.tools.registry import ToolRegistry
 
-ROOT = Path(__file__).resolve().parent.parent / "datasets"
-SEEDS_DIR = ROOT / "seeds"
-OUT_DIR = ROOT / "tool_calling"
-EVAL_DIR = ROOT / "eval"
 DEFAULT_SEED = 5
 TOOLS = ("generate_image", "code_execution", "web_search")
 LANGS = ("es", "en")
@@ -120,13 +118,24 @@ class Dataset:
 
 
 # -- seeds -------------------------------------------------------------------------
-def load_seeds(seeds_dir: Path = SEEDS_DIR) -> dict[str, Any]:
+def seeds_dir() -> Path:
+    """The shipped seeds."""
+    return datasets_dir() / "seeds"
+
+
+def out_dir() -> Path:
+    """The shipped built dataset (``train.jsonl``, ``valid.jsonl``)."""
+    return datasets_dir() / "tool_calling"
+
+
+def load_seeds(folder: Path | None = None) -> dict[str, Any]:
     """Every ``*.yaml`` seed file, by file stem."""
     import yaml
 
-    files = sorted(Path(seeds_dir).glob("*.yaml"))
+    folder = Path(folder) if folder else seeds_dir()
+    files = sorted(folder.glob("*.yaml"))
     if not files:
-        raise DatasetError(f"No seed files (*.yaml) in {seeds_dir}.")
+        raise DatasetError(f"No seed files (*.yaml) in {folder}.")
     return {path.stem: yaml.safe_load(path.read_text("utf-8")) for path in files}
 
 
@@ -185,14 +194,17 @@ def image_result(prompt: str, args: dict[str, Any], seed: int) -> dict[str, Any]
     }
 
 
-def code_result(stdout: str, stderr: str = "", exit_code: int = 0) -> dict[str, Any]:
-    """What ``code_execution`` returns (the sandbox's ``SandboxResult.as_dict()``)."""
+def code_result(
+    stdout: str, stderr: str = "", exit_code: int | None = 0, timed_out: bool = False
+) -> dict[str, Any]:
+    """What ``code_execution`` returns (the sandbox's ``SandboxResult.as_dict()``); a run
+    that timed out was killed (``SIGKILL``, no exit code)."""
     return {
         "stdout": stdout,
         "stderr": stderr,
-        "exit_code": exit_code,
-        "timed_out": False,
-        "signal": None,
+        "exit_code": None if timed_out else exit_code,
+        "timed_out": timed_out,
+        "signal": "SIGKILL" if timed_out else None,
         "stdout_truncated": False,
         "stderr_truncated": False,
         "stdout_bytes": len(stdout.encode("utf-8")),
@@ -578,7 +590,7 @@ def _split(drafts: Sequence[Draft], share: float, seed: int) -> set[str]:
 def build(
     config: BuildConfig | None = None,
     *,
-    seeds_dir: Path = SEEDS_DIR,
+    seeds_dir: Path | None = None,
     registry: ToolRegistry | None = None,
 ) -> Dataset:
     """Expand the seeds into a de-duplicated, split dataset (same config, same bytes)."""
@@ -596,7 +608,7 @@ def build(
             seeds["families"], rng, cfg, seeds["code"]["tasks"], seeds["image"]["scene"]["things"]
         ),
     ]
-    held_out = eval_requests(EVAL_DIR)
+    held_out = eval_requests()
     seen: set[str] = set()
     kept: list[Draft] = []
     clashes = 0
@@ -625,9 +637,10 @@ def build(
     return Dataset(train, valid, dropped_duplicates=duplicates, dropped_eval=clashes)
 
 
-def eval_requests(folder: Path = EVAL_DIR) -> set[str]:
+def eval_requests(folder: Path | None = None) -> set[str]:
     """The last user message of every eval case (normalised), which the builder never
     teaches."""
+    folder = folder or eval_dir()
     cases = [case for path in sorted(folder.glob("*.jsonl")) for case in read_jsonl(path)]
     return {_norm(case["messages"][-1]["content"]) for case in cases}
 
@@ -636,11 +649,12 @@ def dumps_jsonl(examples: Iterable[dict[str, Any]]) -> str:
     return "".join(json.dumps(e, ensure_ascii=False) + "\n" for e in examples)
 
 
-def write(dataset: Dataset, out_dir: Path = OUT_DIR) -> list[Path]:
-    out_dir.mkdir(parents=True, exist_ok=True)
+def write(dataset: Dataset, folder: Path | None = None) -> list[Path]:
+    folder = folder or out_dir()
+    folder.mkdir(parents=True, exist_ok=True)
     paths = []
     for name, examples in (("train", dataset.train), ("valid", dataset.valid)):
-        path = out_dir / f"{name}.jsonl"
+        path = folder / f"{name}.jsonl"
         path.write_text(dumps_jsonl(examples), "utf-8")
         paths.append(path)
     return paths
@@ -648,18 +662,10 @@ def write(dataset: Dataset, out_dir: Path = OUT_DIR) -> list[Path]:
 
 def read_jsonl(path: Path) -> list[dict[str, Any]]:
     """Examples of a JSONL file; a line that is not a JSON object raises ``DatasetError``."""
-    out = []
-    for number, line in enumerate(Path(path).read_text("utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            value = json.loads(line)
-        except ValueError as exc:
-            raise DatasetError(f"{path}:{number}: not JSON ({exc})") from None
-        if not isinstance(value, dict):
-            raise DatasetError(f"{path}:{number}: not a JSON object")
-        out.append(value)
-    return out
+    try:
+        return jsonl.read_jsonl(path)
+    except jsonl.JsonlError as exc:
+        raise DatasetError(str(exc)) from None
 
 
 # -- validate ------------------------------------------------------------------------
@@ -823,11 +829,11 @@ def validate(
     return problems
 
 
-def validate_dir(folder: Path = OUT_DIR, registry: ToolRegistry | None = None) -> list[Problem]:
+def validate_dir(folder: Path | None = None, registry: ToolRegistry | None = None) -> list[Problem]:
     """Validate ``train.jsonl`` and ``valid.jsonl`` of a folder."""
     parts = []
     for name in ("train", "valid"):
-        path = Path(folder) / f"{name}.jsonl"
+        path = Path(folder or out_dir()) / f"{name}.jsonl"
         if not path.is_file():
             raise DatasetError(f"{path} is missing; build it with `thau-train dataset build`.")
         parts.append(read_jsonl(path))
@@ -846,7 +852,7 @@ class TokenCounter:
         try:
             from llama_cpp import Llama
 
-            from thau_chat.backends.embedded import default_model_path
+            from thau.chat.backends.embedded import default_model_path
 
             path = default_model_path()
             self._llm = Llama(model_path=str(path), vocab_only=True, verbose=False)

@@ -8,7 +8,7 @@ Each case is one JSON line::
      "lang": "es"}                                 # optional
 
 The model gets the case's messages exactly as ``thau-chat`` would send them (the
-:class:`~thau_chat.agent.Agent` builds the system prompt and request, the backend and
+:class:`~thau.chat.agent.Agent` builds the system prompt and request, the backend and
 the streaming parser are the runtime's), greedily (temperature 0). Only the first reply
 counts: its decision is the first tool call in it, or none. Nothing is ever run.
 """
@@ -21,15 +21,16 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from thau_chat.agent import Agent, ToolFinished, ToolRequested, TurnDone
-from thau_chat.backends import Selection
-from thau_chat.backends.base import Backend
-from thau_chat.config import Settings
-from thau_chat.errors import BackendUnavailable, ModelNotFound, ThauError, ToolError
-from thau_chat.parser import ToolCall, ToolCallError
-from thau_chat.prompt_format import Message
-from thau_chat.session import build_session
-from tools.registry import ToolRegistry
+from thau.chat.agent import Agent, ToolFinished, ToolRequested, TurnDone
+from thau.chat.backends import Selection
+from thau.chat.backends.base import Backend
+from thau.chat.config import Settings
+from thau.chat.parser import ToolCall, ToolCallError
+from thau.chat.session import build_session
+from thau.errors import BackendUnavailable, ModelNotFound, ThauError, ToolError
+from thau.jsonl import JsonlError, iter_jsonl
+from thau.prompt_format import Message
+from thau.tools.registry import ToolRegistry
 
 NONE = "none"  # the label of "no tool" in the confusion matrix
 UNKNOWN = "unknown_tool"  # the label of a call to a tool that does not exist
@@ -109,18 +110,17 @@ def parse_case(value: Any) -> Case:
 
 def load_cases(path: Path) -> list[Case]:
     """Cases of a JSONL file; a bad line raises ``EvalError`` naming it."""
+    cases = []
     try:
-        lines = Path(path).read_text("utf-8").splitlines()
+        for number, value in iter_jsonl(path):
+            try:
+                cases.append(parse_case(value))
+            except ValueError as exc:
+                raise EvalError(f"{path}:{number}: {exc}") from None
     except OSError as exc:
         raise EvalError(f"Cannot read the cases file {path}: {exc.strerror}.") from None
-    cases = []
-    for number, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            cases.append(parse_case(json.loads(line)))
-        except ValueError as exc:
-            raise EvalError(f"{path}:{number}: {exc}") from None
+    except JsonlError as exc:
+        raise EvalError(str(exc)) from None
     if not cases:
         raise EvalError(f"{path} has no cases.")
     return cases

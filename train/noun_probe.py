@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from train.data_collate import Encoded, PadToLongest, encode_example
+from thau.train.data_collate import Encoded, PadToLongest, encode_example
 
 REQUESTS = ("Dibuja {}", "Hazme una imagen de {}")
 CALL_OPEN = '<TOOL:generate_image>{"prompt":"'
@@ -45,7 +45,7 @@ def probe_rows(
     nouns: Sequence[dict[str, str]], system: str, tokenizer: Any, requests: Sequence[str] = REQUESTS
 ) -> list[ProbeRow]:
     """Each noun in each request, with the span of the English noun in the reply."""
-    from train.dataset import with_article
+    from thau.train.dataset import with_article
 
     rows = []
     for noun in nouns:
@@ -80,7 +80,7 @@ def score(model: Any, rows: Sequence[ProbeRow], batch_size: int = 64) -> dict[st
     """Teacher-forced accuracy and mean log-probability of the nouns; the nouns missed."""
     import torch
 
-    from train.trainer import AssistantLoss
+    from thau.train.trainer import AssistantLoss
 
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
     collate = PadToLongest(0)
@@ -114,9 +114,9 @@ def score(model: Any, rows: Sequence[ProbeRow], batch_size: int = 64) -> dict[st
 
 def load(adapter: Path | None, preset: str) -> tuple[Any, Any]:
     """The preset's base (and ``adapter``: a peft folder or a GGUF LoRA) and its tokenizer."""
-    from train.base_model import load_model, load_tokenizer, resolve_base
-    from train.presets import load_preset
-    from train.trainer import add_lora, load_adapter_weights
+    from thau.train.base_model import load_model, load_tokenizer, resolve_base
+    from thau.train.presets import load_preset
+    from thau.train.trainer import add_lora, load_adapter_weights
 
     config = load_preset(preset)
     source = resolve_base(config.base)
@@ -130,7 +130,7 @@ def load(adapter: Path | None, preset: str) -> tuple[Any, Any]:
 def main(argv: Sequence[str] | None = None) -> int:
     import torch
 
-    from train.dataset import load_seeds, training_system_prompt
+    from thau.train.dataset import load_seeds, training_system_prompt
 
     parser = argparse.ArgumentParser(prog="python -m train.noun_probe", description=__doc__)
     parser.add_argument("--adapter", type=Path, help="peft adapter folder or GGUF LoRA")

@@ -48,6 +48,12 @@ def wait_policy_setting(
     return {}
 
 
+def apply_wait_policy() -> None:
+    """Set the policy in this process's environment; call it before torch loads (the
+    ``thau-train run`` command does, first thing)."""
+    os.environ.update(wait_policy_setting())
+
+
 def wait_policy(environ: Mapping[str, str] | None = None) -> str:
     """The policy in force: ``OMP_WAIT_POLICY``'s value, or ``default``."""
     return (os.environ if environ is None else environ).get(VARIABLE, "default")

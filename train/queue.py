@@ -20,12 +20,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from thau_chat.errors import ThauError
+from thau.errors import ThauError
 
 Status = Literal["pending", "training", "trained", "rejected"]
 STATUSES: tuple[Status, ...] = ("pending", "training", "trained", "rejected")
 ROLES = ("system", "user", "assistant", "tool")
 MAX_TEXT = 20_000  # characters in one field
+MAX_MESSAGES = 64  # messages in one example
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS examples (
@@ -157,6 +158,8 @@ def normalize(record: Any) -> Example:
         raw = record["messages"]
         if not isinstance(raw, list) or not raw:
             raise InvalidExample("messages must be a non-empty list")
+        if len(raw) > MAX_MESSAGES:
+            raise InvalidExample(f"an example has at most {MAX_MESSAGES} messages")
         messages = [_message(m, i) for i, m in enumerate(raw)]
         roles = [m["role"] for m in messages]
         if "user" not in roles:
@@ -185,7 +188,7 @@ def parse_jsonl(path: Path) -> tuple[list[Example], list[tuple[int, str]]]:
                 continue
             try:
                 examples.append(normalize(json.loads(line)))
-            except json.JSONDecodeError as exc:
+            except json.JSONDecodeError as exc:  # kept going: every bad line is reported
                 errors.append((number, f"not JSON: {exc.msg}"))
             except InvalidExample as exc:
                 errors.append((number, str(exc)))

@@ -49,11 +49,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from thau_chat.errors import ConfigError, ThauError
-from thau_chat.paths import data_dir
-from train.queue import ExampleStore, StoredExample
+from thau.errors import ConfigError, ThauError
+from thau.jsonl import atomic_write, dumps_jsonl, read_jsonl, write_json
+from thau.paths import data_dir
+from thau.resources import datasets_dir, eval_dir
+from thau.train.queue import ExampleStore, StoredExample
 
-ROOT = Path(__file__).resolve().parent.parent
 SIZES = {
     "135m": "smollm2-135m",
     "360m": "smollm2-360m",
@@ -88,8 +89,8 @@ class ServiceConfig:
     max_replay: int = 2000
     valid_size: int = 64  # validation examples sampled from the dataset's valid split
     regression_margin: float = 0.02  # how far a watched metric may fall before refusing
-    dataset_dir: str = str(ROOT / "datasets" / "tool_calling")
-    eval_cases: str = str(ROOT / "datasets" / "eval" / "dev.jsonl")
+    dataset_dir: str | None = None  # None: the dataset shipped in the package
+    eval_cases: str | None = None  # None: the shipped dev set
     eval_limit: int | None = None
     base_gguf: str | None = None  # the base as GGUF for export/eval (None: SmolLM2-135M's)
     # the LoRA (peft folder or GGUF) the first version trains from and must beat; None: base
@@ -165,13 +166,7 @@ class ServicePaths:
 # -- files, processes and the lock ---------------------------------------------------------
 def write_json_atomic(path: Path, value: Any) -> None:
     """Write JSON to a temporary file, flush it to disk, and rename it over ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:6]}.tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(value, f, indent=2, ensure_ascii=False)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    write_json(path, value)
 
 
 def now_iso() -> str:
@@ -283,7 +278,7 @@ def trainer_accepts(flag: str) -> bool:
     """Whether ``thau-train run`` has the option ``flag``."""
     import argparse
 
-    from train.presets import add_run_arguments
+    from thau.train.presets import add_run_arguments
 
     parser = argparse.ArgumentParser(add_help=False)
     add_run_arguments(parser)
@@ -305,7 +300,7 @@ def _death_signal() -> Callable[[], None] | None:
 
 def train_command(job: TrainJob) -> list[str]:
     """``python -m train run ...`` for a job; ``overrides`` become ``--flag value``."""
-    cmd = [sys.executable, "-m", "train", "run", "--preset", job.preset, "--no-progress"]
+    cmd = [sys.executable, "-m", "thau.train", "run", "--preset", job.preset, "--no-progress"]
     cmd += ["--train", str(job.train_file), "--valid", str(job.valid_file)]
     cmd += ["--out", str(job.out_dir)]
     if job.init_adapter is not None:
@@ -327,7 +322,6 @@ def subprocess_train(job: TrainJob) -> Path:
             train_command(job),
             stdout=out,
             stderr=subprocess.STDOUT,
-            cwd=ROOT,
             preexec_fn=_death_signal(),
         )
         job.on_process(proc.pid)
@@ -350,7 +344,7 @@ def subprocess_train(job: TrainJob) -> Path:
 
 
 def _run(cmd: list[str], what: str) -> str:
-    done = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, check=False)
+    done = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if done.returncode != 0:
         raise TrainingFailed(f"{what} failed ({done.returncode}): {done.stderr.strip()[-1500:]}")
     return done.stdout
@@ -359,7 +353,7 @@ def _run(cmd: list[str], what: str) -> str:
 def gguf_adapter(adapter: Path, out: Path, base_gguf: str | None = None) -> Path:
     """``thau-export adapter``: a peft adapter folder as a llama.cpp GGUF LoRA."""
     if not out.is_file():
-        cmd = [sys.executable, "-m", "export", "adapter", "--adapter", str(adapter)]
+        cmd = [sys.executable, "-m", "thau.export", "adapter", "--adapter", str(adapter)]
         cmd += ["--out", str(out)] + (["--base", base_gguf] if base_gguf else [])
         _run(cmd, "thau-export adapter")
     return out
@@ -371,8 +365,8 @@ def make_subprocess_evaluate(config: ServiceConfig) -> Evaluator:
     is used as it is."""
 
     def evaluate(adapter: Path | None) -> dict[str, Any]:
-        cmd = [sys.executable, "-m", "train", "eval", "--backend", "embedded", "--json", "-q"]
-        cmd += ["--cases", config.eval_cases]
+        cmd = [sys.executable, "-m", "thau.train", "eval", "--backend", "embedded", "--json", "-q"]
+        cmd += ["--cases", config.eval_cases or str(eval_dir() / "dev.jsonl")]
         if config.base_gguf:
             cmd += ["--model", config.base_gguf]
         if config.eval_limit:
@@ -397,8 +391,8 @@ def export_register(folder: Path, config: ServiceConfig, report: dict[str, Any])
     """The default register step: the next ``thau-<size>-vN`` in ``versions.json`` (the
     export's registry, one counter for every tool), then, with ``config.ollama``, the
     model in Ollama where a server answers (a Modelfile and a command where none does)."""
-    from export.ollama_register import register
-    from export.versions import VersionRegistry, scalar_metrics
+    from thau.export.ollama_register import register
+    from thau.export.versions import VersionRegistry, scalar_metrics
 
     gguf = folder / "adapter.gguf"
     metrics = scalar_metrics(report)
@@ -480,14 +474,8 @@ class CycleResult:
 
 
 # -- the service ---------------------------------------------------------------------------
-def read_jsonl(path: Path) -> list[dict[str, Any]]:
-    """The JSON object on each non-blank line of ``path``."""
-    with open(path, encoding="utf-8") as lines:
-        return [json.loads(line) for line in lines if line.strip()]
-
-
 def _dump_jsonl(path: Path, rows: list[dict[str, Any]]) -> None:
-    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), "utf-8")
+    atomic_write(path, dumps_jsonl(rows))
 
 
 class TrainingService:
@@ -523,7 +511,7 @@ class TrainingService:
     @property
     def system_prompt(self) -> str:
         if self._system_prompt is None:
-            from train.dataset import training_system_prompt
+            from thau.train.dataset import training_system_prompt
 
             self._system_prompt = training_system_prompt()
         return self._system_prompt
@@ -686,7 +674,7 @@ class TrainingService:
         """The run's train file (new examples plus a replay sample) and valid file."""
         rng = random.Random(self.config.seed * 1_000_003 + salt)
         new = [{"messages": self._with_system(s.example.messages)} for s in claimed]
-        dataset = Path(self.config.dataset_dir)
+        dataset = Path(self.config.dataset_dir or datasets_dir() / "tool_calling")
         replay: list[dict[str, Any]] = []
         valid: list[dict[str, Any]] = []
         if (dataset / "train.jsonl").is_file():

@@ -15,12 +15,12 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from thau_chat.errors import ConfigError
-from train.service import SIZES
+from thau.errors import ConfigError
+from thau.train.service import SIZES
 
 
 def _open() -> Any:
-    from train.service import TrainingService
+    from thau.train.service import TrainingService
 
     return TrainingService.open()
 
@@ -36,8 +36,8 @@ def _print(value: dict[str, Any], as_json: bool) -> None:
 
 # -- handlers ------------------------------------------------------------------------------
 def _init(args: argparse.Namespace) -> int:
-    from thau_chat.backends.embedded import default_adapter_path
-    from train.service import ServiceConfig, ServicePaths
+    from thau.chat.backends.embedded import default_adapter_path
+    from thau.train.service import ServiceConfig, ServicePaths
 
     paths = ServicePaths.default()
     if paths.config.is_file() and not args.force:
@@ -72,7 +72,7 @@ def _init(args: argparse.Namespace) -> int:
 
 
 def _add(args: argparse.Namespace) -> int:
-    from train.queue import normalize
+    from thau.train.queue import normalize
 
     record: dict[str, Any] = {"instruction": args.question, "output": args.answer}
     if args.input:
@@ -90,7 +90,7 @@ def _add(args: argparse.Namespace) -> int:
 
 
 def _import(args: argparse.Namespace) -> int:
-    from train.queue import parse_jsonl
+    from thau.train.queue import parse_jsonl
 
     if not args.file.is_file():
         raise ConfigError(f"{args.file} does not exist.")
@@ -145,7 +145,7 @@ def _start(args: argparse.Namespace) -> int:
     import signal
     import threading
 
-    from train.service import Scheduler
+    from thau.train.service import Scheduler
 
     scheduler = Scheduler(_open(), args.interval_hours * 3600 if args.interval_hours else None)
     done = threading.Event()
@@ -162,7 +162,7 @@ def _start(args: argparse.Namespace) -> int:
 def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from train.api import API_KEY_ENV, check_bind, create_app
+    from thau.train.api import API_KEY_ENV, check_bind, create_app
 
     api_key = os.environ.get(API_KEY_ENV) or None
     check_bind(args.host, api_key)  # before anything else opens

@@ -34,20 +34,15 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from train.openmp_wait import wait_policy, wait_policy_setting
-
-# before torch loads: sleeping OpenMP threads on a busy CPU, OpenMP's spin-then-sleep on
-# an idle one (1.4-1.6x faster there); the user's OMP_WAIT_POLICY wins
-os.environ.update(wait_policy_setting())
-
 import torch
 import torch.nn.functional as F
 
-from thau_chat.errors import ConfigError, ThauError
-from thau_chat.paths import data_dir
-from train.base_model import load_model, load_tokenizer, resolve_base
-from train.data_collate import IGNORE, LengthGroupedBatches, PadToLongest, encode_examples
-from train.presets import EXPORTABLE_MODULES, TrainConfig, check_config, config_from_dict
+from thau.errors import ConfigError, ThauError
+from thau.paths import data_dir
+from thau.train.base_model import load_model, load_tokenizer, resolve_base
+from thau.train.data_collate import IGNORE, LengthGroupedBatches, PadToLongest, encode_examples
+from thau.train.openmp_wait import wait_policy
+from thau.train.presets import EXPORTABLE_MODULES, TrainConfig, check_config, config_from_dict
 
 SETTINGS_FILE = "settings.json"
 REPORT_FILE = "report.json"
@@ -260,8 +255,8 @@ def save_checkpoint(run_dir: Path, epoch: int, peft_model: Any, state: dict[str,
 
 def _gguf_lora_weights(path: Path, peft_model: Any) -> dict[str, torch.Tensor]:
     """A GGUF LoRA file's weights in peft's names and scale for ``peft_model``."""
-    from export.errors import ExportError
-    from export.gguf_lora_read import peft_state_dict, read_gguf_lora
+    from thau.export.errors import ExportError
+    from thau.export.gguf_lora_read import peft_state_dict, read_gguf_lora
 
     lora_config = peft_model.peft_config["default"]
     model_config = peft_model.get_base_model().config
@@ -356,7 +351,7 @@ def file_sha256(path: Path) -> str | None:
 
 def read_examples(path: Path) -> list[dict[str, Any]]:
     """The examples of a JSONL file (``{"messages": [...]}`` per line)."""
-    from train.dataset import read_jsonl
+    from thau.train.dataset import read_jsonl
 
     if not path.is_file():
         raise ConfigError(f"{path} does not exist; build it with `thau-train dataset build`.")
@@ -827,7 +822,7 @@ def run_command(args: Any) -> int:
     """``thau-train run``: settings from the preset and flags (or the resumed run), then train."""
     from rich.console import Console
 
-    from train.presets import OVERRIDES, load_preset
+    from thau.train.presets import OVERRIDES, load_preset
 
     if args.threads:
         torch.set_num_threads(args.threads)

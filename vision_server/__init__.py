@@ -4,7 +4,7 @@
 torch and diffusers are imported only when a model is loaded.
 """
 
-from vision_server.app import create_app
-from vision_server.settings import VisionSettings, load_settings
+from thau.vision.app import create_app
+from thau.vision.settings import VisionSettings, load_settings
 
 __all__ = ["VisionSettings", "create_app", "load_settings"]

@@ -1,5 +1,5 @@
-"""``python -m vision_server serve ...``"""
+"""``python -m thau.vision serve ...``"""
 
-from vision_server.cli import main
+from thau.vision.cli import main
 
 raise SystemExit(main())

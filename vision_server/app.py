@@ -15,12 +15,13 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from vision_server.engine import ImageGenerator
-from vision_server.errors import InvalidParameter, VisionError
-from vision_server.routers import health, openai_images, sdapi, vision
-from vision_server.security import BodySizeLimit, RateLimiter
-from vision_server.service import VisionService
-from vision_server.settings import VisionSettings
+from thau import __version__
+from thau.vision.engine import ImageGenerator
+from thau.vision.errors import InvalidParameter, VisionError
+from thau.vision.routers import health, openai_images, sdapi, vision
+from thau.vision.security import BodySizeLimit, RateLimiter
+from thau.vision.service import VisionService
+from thau.vision.settings import VisionSettings
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +41,7 @@ def create_app(settings: VisionSettings, pipeline: Any = None) -> FastAPI:
     app = FastAPI(
         title="THAU vision server",
         summary="Text-to-image generation with diffusers",
-        version="0.1.0",
+        version=__version__,
         lifespan=lifespan,
     )
     app.state.service = service

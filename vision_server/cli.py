@@ -8,10 +8,10 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from thau_chat.errors import ConfigError
-from vision_server.schedulers import SCHEDULER_NAMES
+from thau.errors import ConfigError
+from thau.vision.schedulers import SCHEDULER_NAMES
 
-log = logging.getLogger("vision_server")
+log = logging.getLogger("thau.vision")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -59,8 +59,8 @@ def serve(args: argparse.Namespace) -> int:
     """Load the settings, build the app and run uvicorn until interrupted."""
     import uvicorn
 
-    from vision_server.app import create_app
-    from vision_server.settings import load_settings
+    from thau.vision.app import create_app
+    from thau.vision.settings import load_settings
 
     overrides = {key: value for key, value in vars(args).items() if key != "command"}
     try:

@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
-from vision_server.service import VisionService
+from thau.vision.service import VisionService
 
 
 def get_service(request: Request) -> VisionService:

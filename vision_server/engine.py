@@ -8,8 +8,8 @@ import time
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from vision_server.errors import GenerationFailed, OutOfMemory
-from vision_server.schedulers import build_scheduler
+from thau.vision.errors import GenerationFailed, OutOfMemory
+from thau.vision.schedulers import build_scheduler
 
 MAX_SEED = 2**32 - 1
 

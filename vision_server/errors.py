@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from thau_chat.errors import ThauError
+from thau.errors import ThauError
 
 
 class VisionError(ThauError):

@@ -8,8 +8,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from vision_server.schedulers import build_scheduler
-from vision_server.settings import VisionSettings
+from thau.vision.schedulers import build_scheduler
+from thau.vision.settings import VisionSettings
 
 log = logging.getLogger(__name__)
 

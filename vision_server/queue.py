@@ -11,7 +11,7 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TypeVar
 
-from vision_server.errors import QueueFull
+from thau.vision.errors import QueueFull
 
 T = TypeVar("T")
 

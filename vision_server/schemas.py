@@ -6,8 +6,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from vision_server.engine import MAX_SEED
-from vision_server.schedulers import SchedulerName
+from thau.vision.engine import MAX_SEED
+from thau.vision.schedulers import SchedulerName
 
 MIN_SIDE, MAX_SIDE, SIDE_STEP = 256, 1024, 8
 MIN_STEPS, MAX_STEPS = 10, 100

@@ -11,7 +11,7 @@ from collections import deque
 from fastapi import HTTPException, Request, status
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from vision_server.errors import RateLimited
+from thau.vision.errors import RateLimited
 
 RATE_WINDOW_S = 60.0
 

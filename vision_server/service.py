@@ -10,13 +10,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
-from thau_chat import paths
-from vision_server.engine import GenerationParams, ImageGenerator
-from vision_server.errors import GenerationFailed, ModelNotReady
-from vision_server.metrics import VisionMetrics
-from vision_server.queue import GenerationQueue
-from vision_server.settings import VisionSettings
-from vision_server.storage import ImageStore
+from thau import paths
+from thau.vision.engine import GenerationParams, ImageGenerator
+from thau.vision.errors import GenerationFailed, ModelNotReady
+from thau.vision.metrics import VisionMetrics
+from thau.vision.queue import GenerationQueue
+from thau.vision.settings import VisionSettings
+from thau.vision.storage import ImageStore
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +76,7 @@ class VisionService:
         self._load_task = asyncio.get_running_loop().create_task(self._load())
 
     async def _load(self) -> None:
-        from vision_server.loading import ModelLoadError, load_pipeline
+        from thau.vision.loading import ModelLoadError, load_pipeline
 
         try:
             loaded = await asyncio.to_thread(load_pipeline, self.settings)

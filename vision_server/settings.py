@@ -15,9 +15,9 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
-from thau_chat import paths
-from thau_chat.config import build_settings
-from vision_server.schedulers import SchedulerName
+from thau import paths
+from thau.settings import build_settings
+from thau.vision.schedulers import SchedulerName
 
 DeviceName = Literal["auto", "cpu", "cuda", "mps"]
 DtypeName = Literal["auto", "float32", "float16", "bfloat16"]
@@ -26,7 +26,7 @@ TOML_TABLE = "vision"
 
 
 def default_images_dir() -> Path:
-    """``<data dir>/images``; the data dir comes from ``thau_chat.paths``."""
+    """``<data dir>/images``; the data dir comes from ``thau.paths``."""
     return paths.data_dir() / "images"
 
 

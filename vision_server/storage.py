@@ -10,7 +10,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from vision_server.errors import ImageNotFound
+from thau.vision.errors import ImageNotFound
 
 IMAGE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,120}\.png$")
 SLUG_LENGTH = 40

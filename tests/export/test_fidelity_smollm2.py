@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from export.fidelity import compare, conversations, hf_model_from_gguf, random_lora
-from export.gguf_adapter import export_adapter
-from export.gguf_merge import export_merged_gguf
-from thau_chat.backends.embedded import default_model_path
+from thau.chat.backends.embedded import default_model_path
+from thau.export.fidelity import compare, conversations, hf_model_from_gguf, random_lora
+from thau.export.gguf_adapter import export_adapter
+from thau.export.gguf_merge import export_merged_gguf
 
 pytestmark = pytest.mark.slow
 

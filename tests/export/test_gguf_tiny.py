@@ -12,10 +12,6 @@ import gguf
 import numpy as np
 import pytest
 
-from export.cli import main
-from export.gguf_adapter import export_adapter
-from export.gguf_file import GGUFFile
-from export.gguf_merge import export_merged_gguf, export_merged_safetensors
 from tests.export.tiny_llama import (
     LAYERS,
     TARGETS,
@@ -28,6 +24,10 @@ from tests.export.tiny_llama import (
     tiny_llama,
     write_gguf_base,
 )
+from thau.export.cli import main
+from thau.export.gguf_adapter import export_adapter
+from thau.export.gguf_file import GGUFFile
+from thau.export.gguf_merge import export_merged_gguf, export_merged_safetensors
 
 CPP_NAMES = ["attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down"]
 
@@ -109,7 +109,7 @@ def test_adapter_in_llama_cpp_matches_peft(tiny: Tiny) -> None:
 def test_without_the_qk_permutation_llama_cpp_disagrees(
     tiny: Tiny, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("export.gguf_base.PERMUTED_ARCHS", frozenset())
+    monkeypatch.setattr("thau.export.gguf_base.PERMUTED_ARCHS", frozenset())
     wrong = export_adapter(tiny.adapter_dir, tiny.base, tmp_path / "wrong.gguf").path
     llm = load_cpp(tiny.base, wrong)
     _, right_gap = agreement(tiny.cpp, tiny.hf)
@@ -219,7 +219,7 @@ def test_gguf_lora_reads_back_into_peft_with_another_scale(tiny: Tiny) -> None:
     peft model whose alpha differs, it computes what the original adapter computed."""
     from peft import LoraConfig, get_peft_model
 
-    from train.trainer import load_adapter_weights
+    from thau.train.trainer import load_adapter_weights
 
     config = LoraConfig(r=4, lora_alpha=32.0, target_modules=TARGETS, lora_dropout=0.0)
     fresh = get_peft_model(tiny_llama(), config)
@@ -232,8 +232,8 @@ def test_gguf_lora_reads_back_into_peft_with_another_scale(tiny: Tiny) -> None:
 def test_reading_a_gguf_that_is_not_a_lora_is_a_clear_error(tiny: Tiny) -> None:
     from peft import LoraConfig, get_peft_model
 
-    from thau_chat.errors import ConfigError
-    from train.trainer import load_adapter_weights
+    from thau.errors import ConfigError
+    from thau.train.trainer import load_adapter_weights
 
     config = LoraConfig(r=4, lora_alpha=8.0, target_modules=TARGETS, lora_dropout=0.0)
     with pytest.raises(ConfigError, match="not a GGUF LoRA adapter"):

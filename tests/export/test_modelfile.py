@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 
-from export.cli import main
-from export.modelfile import (
-    MODELFILES_DIR,
+from tests.export.gotemplate import GoJSON, TemplateError, execute
+from thau.export.cli import main
+from thau.export.modelfile import (
     PRESETS,
     build_modelfile,
     default_system,
@@ -19,8 +19,7 @@ from export.modelfile import (
     preset_modelfile,
     render_presets,
 )
-from tests.export.gotemplate import GoJSON, TemplateError, execute
-from thau_chat.prompt_format import (
+from thau.prompt_format import (
     IM_END,
     IM_START,
     format_tool_call,
@@ -28,7 +27,8 @@ from thau_chat.prompt_format import (
     render_chatml,
     system_prompt,
 )
-from tools.registry import ToolRegistry
+from thau.resources import modelfiles_dir, shipped_adapters_dir
+from thau.tools.registry import ToolRegistry
 
 
 def ollama_values(messages: list[dict[str, Any]], tools: list[Any] | None = None) -> dict:
@@ -150,17 +150,23 @@ def test_modelfile_without_adapter_and_with_another_base() -> None:
     assert parsed["from"] == "/m/base.gguf" and "adapter" not in parsed
 
 
-def test_committed_modelfiles_are_up_to_date(tmp_path: Path) -> None:
-    written = render_presets(tmp_path)
-    assert sorted(p.name for p in written) == sorted(f"{n}.Modelfile" for n in PRESETS)
-    for path in written:
-        committed = MODELFILES_DIR / path.name
-        assert committed.read_text("utf-8") == path.read_text("utf-8"), (
+def test_committed_modelfiles_are_up_to_date() -> None:
+    for name in PRESETS:
+        committed = modelfiles_dir() / f"{name}.Modelfile"
+        assert committed.read_text("utf-8") == preset_modelfile(name), (
             f"{committed} is stale: run `thau-export modelfile --all`"
         )
-        assert path.read_text("utf-8") == preset_modelfile(path.stem)
-        parsed = parse_modelfile(path.read_text("utf-8"))
-        assert parsed["adapter"] == f"../thau_chat/data/{path.stem}-lora.gguf"
+        parsed = parse_modelfile(committed.read_text("utf-8"))
+        assert parsed["adapter"] == f"../thau_chat/data/{name}-lora.gguf"
+
+
+def test_rendered_elsewhere_the_adapter_path_points_back_to_the_package(tmp_path: Path) -> None:
+    written = render_presets(tmp_path / "out")
+    assert sorted(p.name for p in written) == sorted(f"{n}.Modelfile" for n in PRESETS)
+    for path in written:
+        adapter = parse_modelfile(path.read_text("utf-8"))["adapter"]
+        resolved = (path.parent / adapter).resolve()
+        assert resolved == shipped_adapters_dir().resolve() / f"{path.stem}-lora.gguf"
 
 
 def test_cli_writes_a_modelfile(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

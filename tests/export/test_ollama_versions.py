@@ -12,12 +12,12 @@ from pathlib import Path
 import ollama
 import pytest
 
-from export.cli import main
-from export.errors import OllamaCreateFailed
-from export.modelfile import default_system, go_template, parse_modelfile
-from export.ollama_register import file_digest, register
-from export.versions import VersionRegistry, scalar_metrics, versions_file
 from tests.export.fake_ollama_create import FakeOllamaCreate
+from thau.export.cli import main
+from thau.export.errors import OllamaCreateFailed
+from thau.export.modelfile import default_system, go_template, parse_modelfile
+from thau.export.ollama_register import file_digest, register
+from thau.export.versions import VersionRegistry, scalar_metrics, versions_file
 
 
 def free_port() -> int:

@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from export.gguf_base import permute_rows
+from thau.export.gguf_base import permute_rows
 
 SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
 MERGES = ["Ġ t", "h e", "Ġt he", "i n", "e r", "o n", "Ġ a", "r e"]

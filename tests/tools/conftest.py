@@ -16,7 +16,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from tools.registry import ToolContext
+from thau.tools.registry import ToolContext
 
 Pixel = tuple[int, int, int]
 

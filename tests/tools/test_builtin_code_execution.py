@@ -7,17 +7,17 @@ from pathlib import Path
 
 import pytest
 
-from thau_chat.errors import ConfigError, ToolArgumentsInvalid
-from tools import code_execution, sandbox_guard
-from tools.registry import ToolContext, ToolRegistry
-from tools.sandbox import (
+from thau.errors import ConfigError, ToolArgumentsInvalid
+from thau.tools import code_execution, sandbox_guard
+from thau.tools.registry import ToolContext, ToolRegistry
+from thau.tools.sandbox import (
     Sandbox,
     SandboxLimits,
     SandboxUnavailable,
     bwrap_problem,
     mode_from_env,
 )
-from tools.sandbox_capture import StreamCapture
+from thau.tools.sandbox_capture import StreamCapture
 
 RESULT_KEYS = {
     "stdout",
@@ -70,7 +70,10 @@ def test_the_tool_asks_for_approval_and_previews_the_code(registry: ToolRegistry
     assert tool.preview is not None
     assert tool.preview(args) == ("python", "print('hi')")
     assert args.language == "python"
-    assert tool.timeout > SandboxLimits.from_env().timeout_s
+    context = ToolContext(data_dir=Path("."), env={"THAU_SANDBOX_TIMEOUT": "7"})
+    assert tool.timeout_for(context) == 7 + 15  # the sandbox stops the code first
+    bare = ToolContext(data_dir=Path("."), env={})
+    assert tool.timeout_for(bare) > SandboxLimits().timeout_s
 
 
 @pytest.mark.parametrize(

@@ -9,19 +9,19 @@ from typing import Any
 
 import pytest
 
-from thau_chat.errors import ToolArgumentsInvalid, ToolError
-from tools import generate_image
-from tools.registry import ToolContext, ToolRegistry
+from thau.errors import ToolArgumentsInvalid, ToolError
+from thau.tools import generate_image
+from thau.tools.registry import ToolContext, ToolRegistry
 
 
 def error(status: int, message: str, kind: str) -> tuple:
-    """vision_server's one error shape."""
+    """thau.vision's one error shape."""
     body = {"success": False, "error": {"message": message, "type": kind}, "detail": message}
     return status, body
 
 
 def vision_app(state: dict[str, Any]) -> Callable[[Any], tuple]:
-    """Mimics vision_server: POST /vision/generate, GET /vision/image/{name}."""
+    """Mimics thau.vision: POST /vision/generate, GET /vision/image/{name}."""
 
     def app(request: Any) -> tuple:
         name = state.get("name", "img_0001.png")

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from tools import image_preview
+from thau.tools import image_preview
 
 
 @pytest.fixture

@@ -12,10 +12,10 @@ from typing import Any
 import pytest
 from ddgs.exceptions import DDGSException, RatelimitException, TimeoutException
 
-from thau_chat.errors import ToolArgumentsInvalid, ToolError
-from tools import web_search
-from tools.registry import ToolContext, ToolRegistry
-from tools.search_backends import (
+from thau.errors import ToolArgumentsInvalid, ToolError
+from thau.tools import web_search
+from thau.tools.registry import ToolContext, ToolRegistry
+from thau.tools.search_backends import (
     DDGSBackend,
     OllamaSearchBackend,
     SearxngBackend,

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tools.registry import ENTRY_POINT_GROUP, ToolContext, ToolRegistry
+from thau.tools.registry import ENTRY_POINT_GROUP, ToolContext, ToolRegistry
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "plugin_example"
 BUILTINS = {"generate_image", "code_execution", "web_search"}
@@ -70,3 +70,26 @@ def test_a_broken_plugin_is_reported_and_the_rest_still_load(
     assert "broken" not in registry
     [error] = [e for e in registry.load_errors if "'broken'" in e]
     assert "thau_no_such_module" in error
+
+
+def test_a_tool_name_that_cannot_be_called_is_a_load_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``WordCount`` could never be written in ``<TOOL:name>``: refused at registration."""
+    module = tmp_path / "code" / "thau_bad_name.py"
+    module.parent.mkdir()
+    module.write_text(
+        "from pydantic import BaseModel\n"
+        "from thau.tools import Tool\n"
+        "class Args(BaseModel):\n    text: str\n"
+        "tool = Tool('WordCount', 'Counts words.', Args, lambda a, c: len(a.text.split()))\n",
+        "utf-8",
+    )
+    points = {ENTRY_POINT_GROUP: {"WordCount": "thau_bad_name:tool"}}
+    write_dist_info(tmp_path / "meta", "thau-bad-name", "0.1.0", points)
+    monkeypatch.syspath_prepend(str(module.parent))
+    monkeypatch.syspath_prepend(str(tmp_path / "meta"))
+    registry = ToolRegistry.from_entry_points()
+    assert set(registry.names()) >= BUILTINS and "WordCount" not in registry
+    [error] = [e for e in registry.load_errors if "WordCount" in e]
+    assert "cannot be called" in error and "'wordcount'" in error

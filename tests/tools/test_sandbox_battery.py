@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tools.sandbox import Sandbox, SandboxLimits, SandboxResult, bwrap_problem
+from thau.tools.sandbox import Sandbox, SandboxLimits, SandboxResult, bwrap_problem
 
 TIMEOUT_S = 2.5
 
@@ -328,7 +328,7 @@ def test_the_run_dies_with_the_process_that_started_it(sandbox: Sandbox, tmp_pat
     killed starter could not; this test deletes nothing itself.
     """
     starter = (
-        "from tools.sandbox import Sandbox, SandboxLimits\n"
+        "from thau.tools.sandbox import Sandbox, SandboxLimits\n"
         f"Sandbox({sandbox.requested!r}, SandboxLimits(timeout_s=60)).run("
         "'import time\\ntime.sleep(60)')\n"
     )

@@ -14,16 +14,17 @@ from typing import Any
 
 import pytest
 
-from thau_chat.parser import ToolCall, ToolCallParser
-from thau_chat.prompt_format import (
+from thau.chat.parser import ToolCall, ToolCallParser
+from thau.prompt_format import (
     format_tool_call,
     format_tool_result,
     render_chatml,
     system_prompt,
 )
-from tools.registry import ToolRegistry
-from train import dataset
-from train.cli import main
+from thau.resources import eval_dir
+from thau.tools.registry import ToolRegistry
+from thau.train import dataset
+from thau.train.cli import main
 
 
 @pytest.fixture(scope="module")
@@ -59,7 +60,7 @@ def assistant(text: str) -> dict[str, str]:
 # -- the committed dataset -------------------------------------------------------------
 def test_committed_files_are_what_the_builder_makes(built: dataset.Dataset) -> None:
     for name, part in (("train", built.train), ("valid", built.valid)):
-        committed = (dataset.OUT_DIR / f"{name}.jsonl").read_text("utf-8")
+        committed = (dataset.out_dir() / f"{name}.jsonl").read_text("utf-8")
         assert committed == dataset.dumps_jsonl(part), f"{name}.jsonl is stale: rebuild it"
 
 
@@ -355,7 +356,7 @@ def test_cli_build_validate_stats(tmp_path: Path, capsys: pytest.CaptureFixture[
     out = tmp_path / "ds"
     assert main(["dataset", "build", "--out", str(out)]) == 0
     for name in ("train", "valid"):
-        committed = (dataset.OUT_DIR / f"{name}.jsonl").read_bytes()
+        committed = (dataset.out_dir() / f"{name}.jsonl").read_bytes()
         assert (out / f"{name}.jsonl").read_bytes() == committed
     assert main(["dataset", "build", "--check", "--out", str(out)]) == 0
     assert main(["dataset", "validate", str(out)]) == 0
@@ -374,8 +375,8 @@ def test_cli_build_validate_stats(tmp_path: Path, capsys: pytest.CaptureFixture[
 
 def test_no_dev_eval_case_is_in_the_training_data(built: dataset.Dataset) -> None:
     """The eval sets measure what the model learnt, not what it was shown."""
-    dev = dataset.read_jsonl(dataset.ROOT / "eval" / "dev.jsonl")
-    files = sorted((dataset.ROOT / "eval").glob("*.jsonl"))
+    dev = dataset.read_jsonl(eval_dir() / "dev.jsonl")
+    files = sorted((eval_dir()).glob("*.jsonl"))
     cases = [case for path in files for case in dataset.read_jsonl(path)]
     asked = {dataset._norm(c["messages"][-1]["content"]) for c in cases}  # each request
     taught = {
@@ -397,7 +398,7 @@ def test_builder_drops_what_an_eval_set_asks(
     taught = [dataset.user_text(e) for e in single[:3]]
     cases = [{"messages": [{"role": "user", "content": f"  {t.upper()} "}]} for t in taught]
     (tmp_path / "held.jsonl").write_text(dataset.dumps_jsonl(cases), "utf-8")
-    monkeypatch.setattr(dataset, "EVAL_DIR", tmp_path)
+    monkeypatch.setattr(dataset, "eval_dir", lambda: tmp_path)
     again = dataset.build()
     asked = {m["content"] for e in again.examples for m in e["messages"] if m["role"] == "user"}
     assert again.dropped_eval >= 3
@@ -513,7 +514,7 @@ def test_word_lists_translate_every_word(built: dataset.Dataset) -> None:
 
 def test_untaught_nouns_stay_out_of_the_training_data(built: dataset.Dataset) -> None:
     """`nouns-untaught.jsonl` measures translation of nouns the data never shows."""
-    cases = dataset.read_jsonl(dataset.ROOT / "eval" / "nouns-untaught.jsonl")
+    cases = dataset.read_jsonl(eval_dir() / "nouns-untaught.jsonl")
     shown = " ".join(m["content"] for e in built.examples for m in e["messages"]).lower()
     for case in cases:
         for word in case["expected_args_contain"]["prompt"]:

@@ -7,18 +7,19 @@ from pathlib import Path
 
 import pytest
 
-from thau_chat.backends.embedded import EmbeddedBackend, default_model_path
-from thau_chat.config import load_settings
-from thau_chat.session import build_session
-from train import evaluate
-from train.dataset import ROOT, builtin_registry
+from thau.chat.backends.embedded import EmbeddedBackend, default_model_path
+from thau.chat.config import load_settings
+from thau.chat.session import build_session
+from thau.resources import datasets_dir
+from thau.train import evaluate
+from thau.train.dataset import builtin_registry
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.mark.timeout(900)  # a loaded shared CPU is slow; one thread copes best
 def test_base_model_on_five_dev_cases(tmp_path: Path) -> None:
-    cases = evaluate.load_cases(ROOT / "eval" / "dev.jsonl")
+    cases = evaluate.load_cases(datasets_dir() / "eval" / "dev.jsonl")
     with_tool = [c for c in cases if c.expected_tool]
     picked = with_tool[:3] + [c for c in cases if not c.expected_tool][:2]
     registry = builtin_registry()

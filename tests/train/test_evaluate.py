@@ -9,13 +9,13 @@ from typing import Any
 import pytest
 
 from tests.scripted import ScriptedBackend
-from thau_chat import backends
-from thau_chat.errors import StreamInterrupted
-from thau_chat.prompt_format import system_prompt
-from tools.registry import ToolRegistry
-from train import evaluate
-from train.cli import main
-from train.dataset import builtin_registry
+from thau.chat import backends
+from thau.errors import StreamInterrupted
+from thau.prompt_format import system_prompt
+from thau.tools.registry import ToolRegistry
+from thau.train import evaluate
+from thau.train.cli import main
+from thau.train.dataset import builtin_registry
 
 REPORT_KEYS = {
     "n",
@@ -304,9 +304,9 @@ def test_cli_eval_through_a_backend(
 def test_the_shipped_eval_sets_cover_each_tool_language_and_no_tool(
     name: str, at_least: int
 ) -> None:
-    from train.dataset import ROOT
+    from thau.resources import eval_dir
 
-    cases = evaluate.load_cases(ROOT / "eval" / f"{name}.jsonl")
+    cases = evaluate.load_cases(eval_dir() / f"{name}.jsonl")
     assert len(cases) >= at_least
     tools = {"generate_image", "code_execution", "web_search", None}
     for lang in ("es", "en"):
@@ -317,10 +317,11 @@ def test_the_shipped_eval_sets_cover_each_tool_language_and_no_tool(
 
 
 def test_the_holdout_set_asks_nothing_the_dev_set_asks() -> None:
-    from train.dataset import ROOT, _norm
+    from thau.resources import eval_dir
+    from thau.train.dataset import _norm
 
     def asked(name: str) -> set[str]:
-        cases = evaluate.load_cases(ROOT / "eval" / f"{name}.jsonl")
+        cases = evaluate.load_cases(eval_dir() / f"{name}.jsonl")
         return {_norm(c.messages[-1]["content"]) for c in cases}
 
     assert asked("holdout").isdisjoint(asked("dev"))

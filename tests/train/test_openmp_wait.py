@@ -10,7 +10,13 @@ from contextlib import contextmanager
 
 import pytest
 
-from train.openmp_wait import BUSY_CORES, VARIABLE, busy_cores, wait_policy, wait_policy_setting
+from thau.train.openmp_wait import (
+    BUSY_CORES,
+    VARIABLE,
+    busy_cores,
+    wait_policy,
+    wait_policy_setting,
+)
 
 
 @contextmanager
@@ -48,10 +54,12 @@ def test_busy_cores_sees_another_process_computing() -> None:
 
 @pytest.mark.timeout(120)
 def test_the_trainer_starts_with_passive_waits_beside_a_busy_process() -> None:
-    """The real start-up path: a fresh process imports the trainer (and torch) while
-    another process computes, and OpenMP is told to sleep between regions."""
+    """The real start-up path of ``thau-train run``: a fresh process applies the policy,
+    then imports the trainer (and torch) while another process computes, and OpenMP is
+    told to sleep between regions."""
     code = (
-        "import os, train.trainer as t; "
+        "import os; from thau.train.openmp_wait import apply_wait_policy; "
+        "apply_wait_policy(); import thau.train.trainer as t; "
         f"print(os.environ.get('{VARIABLE}'), t.device_info(t.torch.device('cpu'), 1)"
         "['omp_wait_policy'])"
     )
@@ -70,3 +78,17 @@ def test_nothing_changes_once_torch_has_loaded(monkeypatch: pytest.MonkeyPatch) 
     monkeypatch.delenv(VARIABLE, raising=False)
     assert wait_policy_setting(busy=2.0) == {}
     assert wait_policy_setting({}, busy=2.0) == {VARIABLE: "PASSIVE"}  # another environment
+
+
+def test_importing_the_trainer_leaves_the_environment_alone() -> None:
+    """No work at import time: the policy is the ``run`` command's business."""
+    code = (
+        "import os; before = dict(os.environ); import thau.train.trainer; "
+        "print(before == dict(os.environ))"
+    )
+    env = {k: v for k, v in os.environ.items() if k != VARIABLE}
+    with spinning_process():
+        out = subprocess.run(
+            [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
+        )
+    assert out.stdout.strip() == "True"

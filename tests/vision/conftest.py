@@ -33,7 +33,7 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The tiny pipeline saved as a diffusers folder (what ``--model <folder>`` reads)."""
     import torch
 
-    from vision_server.tiny import save_tiny_pipeline
+    from thau.vision.tiny import save_tiny_pipeline
 
     torch.set_num_threads(1)  # the CPU is shared; tiny models gain nothing from threads
     return save_tiny_pipeline(tmp_path_factory.mktemp("tiny-sd") / "pipeline")
@@ -42,8 +42,8 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_pipeline(tiny_model_dir: Path) -> Any:
     """The tiny folder loaded through the server's own loading code."""
-    from vision_server.loading import load_pipeline
-    from vision_server.settings import VisionSettings
+    from thau.vision.loading import load_pipeline
+    from thau.vision.settings import VisionSettings
 
     return load_pipeline(VisionSettings(model=str(tiny_model_dir), threads=1)).pipeline
 
@@ -51,7 +51,7 @@ def tiny_pipeline(tiny_model_dir: Path) -> Any:
 @pytest.fixture
 def client(tmp_path: Path, tiny_model_dir: Path) -> Iterator[Any]:
     """An app that loads the tiny model from its folder, as ``--model <folder>`` does."""
-    from vision_server import create_app
+    from thau.vision import create_app
 
     with running_client(create_app(make_settings(tmp_path, model=str(tiny_model_dir)))) as c:
         yield c
@@ -60,7 +60,7 @@ def client(tmp_path: Path, tiny_model_dir: Path) -> Iterator[Any]:
 @pytest.fixture
 def app_with(tmp_path: Path, tiny_pipeline: Any) -> Iterator[Any]:
     """``app_with(**settings)``: a started client around the shared tiny pipeline."""
-    from vision_server import create_app
+    from thau.vision import create_app
 
     stack: list[Any] = []
 

@@ -151,7 +151,7 @@ def test_a_body_that_is_not_json_gets_422(client):
 
 
 def test_examples_are_valid_requests(client):
-    from vision_server.schemas import GenerateRequest
+    from thau.vision.schemas import GenerateRequest
 
     examples = client.get("/vision/examples").json()
     assert len(examples) >= 3

@@ -1,4 +1,4 @@
-"""The real thing: ``python -m vision_server serve`` under uvicorn on 127.0.0.1."""
+"""The real thing: ``python -m thau.vision serve`` under uvicorn on 127.0.0.1."""
 
 from __future__ import annotations
 
@@ -31,7 +31,7 @@ def free_port() -> int:
 
 def start_server(args: list[str], env: dict[str, str]) -> subprocess.Popen:
     return subprocess.Popen(
-        [sys.executable, "-m", "vision_server", "serve", *args],
+        [sys.executable, "-m", "thau.vision", "serve", *args],
         cwd=ROOT,
         env={**os.environ, **env},
         stdout=subprocess.PIPE,
@@ -174,7 +174,7 @@ def test_serve_without_a_model_still_starts(tmp_path):
 
 def test_cli_rejects_bad_settings_with_a_message(tmp_path):
     env = {**os.environ, "THAU_CONFIG_DIR": str(tmp_path), "THAU_DATA_DIR": str(tmp_path)}
-    command = [sys.executable, "-m", "vision_server", "serve"]
+    command = [sys.executable, "-m", "thau.vision", "serve"]
     done = subprocess.run(
         [*command, "--port", "0"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60
     )

@@ -11,10 +11,10 @@ import pytest
 from ldm_checkpoint import save_ldm_checkpoint
 from vision_support import SMALL, make_settings, png_pixels, running_client
 
-from vision_server import create_app
-from vision_server.errors import QueueFull
-from vision_server.loading import ModelLoadError, load_pipeline
-from vision_server.queue import GenerationQueue
+from thau.vision import create_app
+from thau.vision.errors import QueueFull
+from thau.vision.loading import ModelLoadError, load_pipeline
+from thau.vision.queue import GenerationQueue
 
 
 def test_queue_runs_one_job_at_a_time_and_refuses_past_capacity():

@@ -13,7 +13,7 @@ from schemathesis.config import SchemathesisConfig
 from schemathesis.generation import GenerationMode
 from vision_support import make_settings
 
-from vision_server import create_app
+from thau.vision import create_app
 
 EXAMPLES = 8
 CONFIG = SchemathesisConfig.from_dict({"generation": {"max-examples": EXAMPLES}})

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from vision_support import SMALL, png_pixels
 
-from vision_server.errors import RateLimited
-from vision_server.security import RateLimiter
+from thau.vision.errors import RateLimited
+from thau.vision.security import RateLimiter
 
 PAYLOAD = {"prompt": "a red fox", **SMALL, "seed": 1}
 

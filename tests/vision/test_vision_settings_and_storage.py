@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from thau_chat.errors import ConfigError
-from vision_server.errors import ImageNotFound
-from vision_server.settings import load_settings
-from vision_server.storage import ImageStore, slugify
+from thau.errors import ConfigError
+from thau.vision.errors import ImageNotFound
+from thau.vision.settings import load_settings
+from thau.vision.storage import ImageStore, slugify
 
 
 def write_config(tmp_path: Path, text: str) -> None:
@@ -116,7 +116,7 @@ def test_importing_the_package_does_not_import_torch_or_diffusers():
     import sys
 
     code = (
-        "import sys, vision_server, vision_server.cli, vision_server.app\n"
+        "import sys, thau.vision, thau.vision.cli, thau.vision.app\n"
         "print(sorted(m for m in ('torch', 'diffusers', 'transformers') if m in sys.modules))"
     )
     done = subprocess.run(

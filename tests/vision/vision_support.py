@@ -13,7 +13,7 @@ SMALL = {"width": 256, "height": 256, "num_inference_steps": 10}
 
 def make_settings(tmp_path: Path, **overrides: Any) -> Any:
     """Settings for a test app: images in ``tmp_path``, no rate limit, one torch thread."""
-    from vision_server.settings import VisionSettings
+    from thau.vision.settings import VisionSettings
 
     values: dict[str, Any] = {
         "images_dir": tmp_path / "images",

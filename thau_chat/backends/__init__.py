@@ -6,8 +6,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from thau_chat.backends.base import Backend, Chunk, GenerationOptions
-from thau_chat.config import (
+from thau.chat.backends.base import Backend, Chunk, GenerationOptions
+from thau.chat.config import (
     DEFAULT_OLLAMA_HOST,
     DEFAULT_OLLAMA_MODEL,
     DEFAULT_OPENAI_HOST,
@@ -28,7 +28,7 @@ def _ollama_host(settings: Settings) -> str:
 
 
 def _embedded(settings: Settings) -> Backend:
-    from thau_chat.backends.embedded import EmbeddedBackend
+    from thau.chat.backends.embedded import EmbeddedBackend
 
     model = settings.model
     if model and not (model.endswith(".gguf") or Path(model).expanduser().is_file()):
@@ -44,14 +44,14 @@ def create_backend(settings: Settings) -> Selection:
         backend = _embedded(settings)
         return Selection(backend, f"Using {backend.describe()}.")
     if choice == "openai":
-        from thau_chat.backends.openai_compat import OpenAIBackend
+        from thau.chat.backends.openai_compat import OpenAIBackend
 
         host = settings.host or DEFAULT_OPENAI_HOST
         model = settings.model or DEFAULT_OLLAMA_MODEL
         backend = OpenAIBackend(host, model, settings.api_key, settings.timeout)
         return Selection(backend, f"Using OpenAI-compatible server {host} ({model}).")
 
-    from thau_chat.backends.ollama import OllamaBackend
+    from thau.chat.backends.ollama import OllamaBackend
 
     host = _ollama_host(settings)
     model = settings.model or DEFAULT_OLLAMA_MODEL

@@ -6,7 +6,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from thau_chat.prompt_format import Message
+from thau.prompt_format import Message
 
 
 @dataclass

@@ -1,6 +1,6 @@
 """llama.cpp in-process (llama-cpp-python): a GGUF base plus an optional GGUF LoRA.
 
-The prompt is rendered by :mod:`thau_chat.prompt_format` exactly as in training.
+The prompt is rendered by :mod:`thau.prompt_format` exactly as in training.
 With ``grammar_tools`` the body of each tool call is generated under a grammar
 built from the tool's JSON schema, so it is always valid JSON.
 """
@@ -18,14 +18,13 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from thau_chat import prompt_format
-from thau_chat.backends.base import Chunk, GenerationOptions
-from thau_chat.errors import BackendError, ModelNotFound
-from thau_chat.prompt_format import Message
+from thau import prompt_format
+from thau.chat.backends.base import Chunk, GenerationOptions
+from thau.errors import BackendError, ModelNotFound
+from thau.prompt_format import Message
 
-_TAG_RE = re.compile(r"<TOOL:([a-z_][a-z0-9_]*)>")
-_OPEN_AT_END_RE = re.compile(r"<TOOL:([a-z_][a-z0-9_]*)>\s*$")
-SHIPPED_ADAPTER = Path(__file__).resolve().parent.parent / "data" / "thau-135m-lora.gguf"
+_TAG_RE = re.compile(rf"<TOOL:({prompt_format.TOOL_NAME})>")
+_OPEN_AT_END_RE = re.compile(rf"<TOOL:({prompt_format.TOOL_NAME})>\s*$")
 
 
 def default_model_path() -> Path:
@@ -45,7 +44,10 @@ def default_model_path() -> Path:
 
 def default_adapter_path() -> Path | None:
     """The THAU adapter shipped with the package, when there is one."""
-    return SHIPPED_ADAPTER if SHIPPED_ADAPTER.is_file() else None
+    from thau.resources import shipped_adapters_dir
+
+    shipped = shipped_adapters_dir() / "thau-135m-lora.gguf"
+    return shipped if shipped.is_file() else None
 
 
 class EmbeddedBackend:

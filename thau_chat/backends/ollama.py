@@ -8,15 +8,15 @@ from typing import Any
 import httpx
 import ollama
 
-from thau_chat.backends.base import Chunk, GenerationOptions, is_thau_model, wire_messages
-from thau_chat.errors import (
+from thau.chat.backends.base import Chunk, GenerationOptions, is_thau_model, wire_messages
+from thau.errors import (
     BackendError,
     BackendTimeout,
     BackendUnavailable,
     ModelNotFound,
     StreamInterrupted,
 )
-from thau_chat.prompt_format import Message
+from thau.prompt_format import Message
 
 STAT_KEYS = (
     "total_duration",

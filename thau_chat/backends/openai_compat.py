@@ -13,15 +13,15 @@ from typing import Any
 
 import httpx
 
-from thau_chat.backends.base import Chunk, GenerationOptions, is_thau_model
-from thau_chat.errors import (
+from thau.chat.backends.base import Chunk, GenerationOptions, is_thau_model
+from thau.errors import (
     BackendError,
     BackendTimeout,
     BackendUnavailable,
     ModelNotFound,
     StreamInterrupted,
 )
-from thau_chat.prompt_format import Message
+from thau.prompt_format import Message
 
 
 def openai_messages(messages: Sequence[Message], *, native: bool) -> list[dict[str, Any]]:

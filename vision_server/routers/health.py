@@ -6,9 +6,9 @@ from fastapi import APIRouter, Depends
 from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from vision_server.dependencies import Service
-from vision_server.schemas import HealthResponse
-from vision_server.security import require_api_key
+from thau.vision.dependencies import Service
+from thau.vision.schemas import HealthResponse
+from thau.vision.security import require_api_key
 
 router = APIRouter(tags=["service"])
 

@@ -10,10 +10,10 @@ from typing import Literal
 from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from vision_server.dependencies import Service
-from vision_server.engine import MAX_SEED, GenerationParams, random_seed
-from vision_server.errors import InvalidParameter
-from vision_server.schemas import (
+from thau.vision.dependencies import Service
+from thau.vision.engine import MAX_SEED, GenerationParams, random_seed
+from thau.vision.errors import InvalidParameter
+from thau.vision.schemas import (
     ERROR_RESPONSES,
     MAX_SIDE,
     MIN_SIDE,
@@ -24,7 +24,7 @@ from vision_server.schemas import (
     SeedValue,
     Steps,
 )
-from vision_server.security import rate_limit, require_api_key
+from thau.vision.security import rate_limit, require_api_key
 
 router = APIRouter(prefix="/v1", tags=["openai"], dependencies=[Depends(require_api_key)])
 

@@ -9,11 +9,11 @@ from typing import Any
 from fastapi import APIRouter, Depends
 from pydantic import BaseModel, ConfigDict, Field
 
-from vision_server.dependencies import Service
-from vision_server.engine import MAX_SEED, GenerationParams, random_seed
-from vision_server.errors import InvalidParameter
-from vision_server.schedulers import A1111_SAMPLERS, a1111_scheduler
-from vision_server.schemas import (
+from thau.vision.dependencies import Service
+from thau.vision.engine import MAX_SEED, GenerationParams, random_seed
+from thau.vision.errors import InvalidParameter
+from thau.vision.schedulers import A1111_SAMPLERS, a1111_scheduler
+from thau.vision.schemas import (
     ERROR_RESPONSES,
     MAX_PROMPT_CHARS,
     Guidance,
@@ -21,7 +21,7 @@ from vision_server.schemas import (
     Side,
     Steps,
 )
-from vision_server.security import rate_limit, require_api_key
+from thau.vision.security import rate_limit, require_api_key
 
 router = APIRouter(
     prefix="/sdapi/v1", tags=["automatic1111"], dependencies=[Depends(require_api_key)]

@@ -5,10 +5,10 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends
 from fastapi.responses import FileResponse
 
-from vision_server.dependencies import Service
-from vision_server.engine import GenerationParams, random_seed
-from vision_server.examples import EXAMPLES
-from vision_server.schemas import (
+from thau.vision.dependencies import Service
+from thau.vision.engine import GenerationParams, random_seed
+from thau.vision.examples import EXAMPLES
+from thau.vision.schemas import (
     ERROR_RESPONSES,
     ErrorResponse,
     Example,
@@ -16,7 +16,7 @@ from vision_server.schemas import (
     GenerateResponse,
     StatsResponse,
 )
-from vision_server.security import rate_limit, require_api_key
+from thau.vision.security import rate_limit, require_api_key
 
 router = APIRouter(prefix="/vision", tags=["vision"], dependencies=[Depends(require_api_key)])
 

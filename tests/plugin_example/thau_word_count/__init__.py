@@ -2,14 +2,14 @@
 
 The whole contract: a pydantic model for the arguments, a run function that takes the
 parsed arguments and a :class:`~tools.ToolContext`, and a module-level :class:`~tools.Tool`
-named in the ``thau_chat.tools`` entry-point group of this package's ``pyproject.toml``.
+named in the ``thau.tools`` entry-point group of this package's ``pyproject.toml``.
 """
 
 from __future__ import annotations
 
 from pydantic import BaseModel, Field
 
-from tools import Tool, ToolContext
+from thau.tools import Tool, ToolContext
 
 
 class WordCountArgs(BaseModel):
