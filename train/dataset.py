@@ -407,6 +407,57 @@ def _search_drafts(seeds: dict[str, Any], rng: random.Random, cfg: BuildConfig) 
     return out
 
 
+def _result_drafts(seeds: dict[str, Any], rng: random.Random) -> list[Draft]:
+    """Whole exchanges where a tool ran and the answer states its result (or its error)."""
+    out = []
+    for item in seeds["code"]:
+        result = code_result(
+            item["stdout"],
+            item.get("stderr", ""),
+            item.get("exit_code", 0),
+            bool(item.get("timed_out")),
+        )
+        for lang in LANGS:
+            messages = [
+                _user(item[lang]["user"]),
+                _call("code_execution", {"code": item["code"]}),
+                _result("code_execution", result),
+                _assistant(item[lang]["answer"]),
+            ]
+            out.append(Draft("result-code", f"result/{item['id']}", lang, "code", messages))
+    for item in seeds["search"]:
+        for lang in LANGS:
+            side = item[lang]
+            if "error" in item:
+                result = _result("web_search", error=item["error"])
+            else:
+                result = _result("web_search", search_result(side["query"], item["results"]))
+            messages = [
+                _user(side["user"]),
+                _call("web_search", {"query": side["query"]}),
+                result,
+                _assistant(side["answer"]),
+            ]
+            out.append(Draft("result-search", f"result/{item['id']}", lang, "search", messages))
+    for item in seeds["image"]:
+        args = {"prompt": item["prompt"]}
+        if "error" in item:
+            result = _result("generate_image", error=item["error"])
+        else:
+            result = _result(
+                "generate_image", image_result(item["prompt"], args, rng.randrange(10**6))
+            )
+        for lang in LANGS:
+            messages = [
+                _user(item[lang]["user"]),
+                _call("generate_image", args),
+                result,
+                _assistant(item[lang]["answer"]),
+            ]
+            out.append(Draft("result-image", f"result/{item['id']}", lang, "image", messages))
+    return out
+
+
 def _answer_drafts(seeds: dict[str, Any]) -> list[Draft]:
     out = []
     for item in seeds["items"]:
@@ -604,6 +655,8 @@ def build(
         *_code_drafts(seeds["code"], rng, cfg),
         *_search_drafts(seeds["search"], rng, cfg),
         *_answer_drafts(seeds["answers"]),
+        *_answer_drafts(seeds["requests"]),
+        *_result_drafts(seeds["results"], random.Random(f"{cfg.seed}-results")),
         *_family_drafts(
             seeds["families"], rng, cfg, seeds["code"]["tasks"], seeds["image"]["scene"]["things"]
         ),
@@ -642,7 +695,7 @@ def eval_requests(folder: Path | None = None) -> set[str]:
     teaches."""
     folder = folder or eval_dir()
     cases = [case for path in sorted(folder.glob("*.jsonl")) for case in read_jsonl(path)]
-    return {_norm(case["messages"][-1]["content"]) for case in cases}
+    return {_norm(user_text(case)) for case in cases}
 
 
 def dumps_jsonl(examples: Iterable[dict[str, Any]]) -> str:

@@ -81,7 +81,8 @@ def test_built_dataset_is_balanced(built: dataset.Dataset, system: str) -> None:
     n = len(examples)
     assert n >= 1200
     tools = Counter(e["tool"] for e in examples)
-    assert 0.4 <= tools[None] / n <= 0.6
+    # a little over half answer directly since the real-use requests (requests.yaml)
+    assert 0.4 <= tools[None] / n <= 0.65
     for name in dataset.TOOLS:
         assert tools[name] >= 0.09 * n, name
     # Spanish leads: its image requests carry the vocabulary the model must translate
@@ -378,7 +379,7 @@ def test_no_dev_eval_case_is_in_the_training_data(built: dataset.Dataset) -> Non
     dev = dataset.read_jsonl(eval_dir() / "dev.jsonl")
     files = sorted((eval_dir()).glob("*.jsonl"))
     cases = [case for path in files for case in dataset.read_jsonl(path)]
-    asked = {dataset._norm(c["messages"][-1]["content"]) for c in cases}  # each request
+    asked = {dataset._norm(dataset.user_text(c)) for c in cases}  # each request
     taught = {
         dataset._norm(m["content"])
         for e in built.examples
@@ -452,7 +453,12 @@ def test_scene_nouns_are_asked_for_in_spanish_and_translated(built: dataset.Data
     training part (with their English in the prompt) and in translation answers. A few
     fall only in validation templates (at most 5%)."""
     things = dataset.load_seeds()["image"]["scene"]["things"]
-    requests = _calls([e for e in built.train if e["lang"] == "es"], "generate_image")
+    # hand-written result exchanges (result/...) may name a place its own way ("un
+    # restaurante de carretera" -> "a diner"); the vocabulary is the templates' business
+    spanish = [
+        e for e in built.train if e["lang"] == "es" and not e["template"].startswith("result/")
+    ]
+    requests = _calls(spanish, "generate_image")
     words = " ".join(
         e["messages"][-1]["content"] for e in built.examples if e["kind"] == "word"
     ).lower()
