@@ -32,20 +32,48 @@ START_HINT = (
 )
 
 
+ONLY_IF_ASKED = "Only when the person asks; left out, the server uses its model's default."
+
+
 class GenerateImageArgs(BaseModel):
-    """Arguments of ``generate_image``."""
+    """Arguments of ``generate_image``. Only ``prompt`` is needed: whatever else is left out
+    (None) is not sent, so the vision server applies its model's own defaults (a distilled
+    model wants 1-4 steps and no guidance, a standard one about 30 steps and 7.5)."""
 
     prompt: str = Field(
         min_length=1, max_length=2000, description="What to draw, written in English."
     )
-    negative_prompt: str = Field(
-        "", max_length=2000, description="What the image must not show, in English."
+    negative_prompt: str | None = Field(
+        None, max_length=2000, description="What the image must not show, in English."
     )
-    num_inference_steps: int = Field(30, ge=10, le=100, description="More steps, more detail.")
-    guidance_scale: float = Field(7.5, ge=1, le=20, description="How closely to follow.")
-    width: int = Field(512, ge=256, le=1024, multiple_of=8, description="Pixels, a multiple of 8.")
-    height: int = Field(512, ge=256, le=1024, multiple_of=8, description="Pixels, a multiple of 8.")
+    num_inference_steps: int | None = Field(
+        None, ge=1, le=100, description=f"More steps, more detail. {ONLY_IF_ASKED}"
+    )
+    guidance_scale: float | None = Field(
+        None, ge=0, le=20, description=f"How closely to follow the prompt. {ONLY_IF_ASKED}"
+    )
+    width: int | None = Field(
+        None,
+        ge=256,
+        le=1024,
+        multiple_of=8,
+        description=f"Pixels, a multiple of 8. {ONLY_IF_ASKED}",
+    )
+    height: int | None = Field(
+        None,
+        ge=256,
+        le=1024,
+        multiple_of=8,
+        description=f"Pixels, a multiple of 8. {ONLY_IF_ASKED}",
+    )
     seed: int | None = Field(None, ge=0, le=2**32 - 1, description="Same seed, same image.")
+
+    def request_body(self) -> dict[str, Any]:
+        """What is sent: the fields that were given (an empty negative prompt is none)."""
+        body = self.model_dump(exclude_none=True)
+        if not body.get("negative_prompt"):
+            body.pop("negative_prompt", None)
+        return body
 
 
 def _detail(response: httpx.Response) -> str:
@@ -147,7 +175,7 @@ def generate(args: GenerateImageArgs, context: ToolContext) -> dict[str, Any]:
     """Ask for the image, fetch it, return where it is."""
     base = context.vision_url.rstrip("/")
     timeout = httpx.Timeout(generate_timeout(context.settings()), connect=CONNECT_TIMEOUT_S)
-    payload = args.model_dump(exclude_none=True)
+    payload = args.request_body()
     headers = {}
     if key := context.settings().get("THAU_VISION_API_KEY", "").strip():
         headers["Authorization"] = f"Bearer {key}"
@@ -171,13 +199,14 @@ def generate(args: GenerateImageArgs, context: ToolContext) -> dict[str, Any]:
         path = context.data_dir / "images" / image_name(image_url)
         if not (path.is_file() and path.stat().st_size > 0):
             _download(client, base, url, path)
+    metadata = body.get("metadata") if isinstance(body.get("metadata"), dict) else {}
     return {
         "image_url": url,
         "path": str(path),
         "seed": body.get("seed"),
-        "width": args.width,
-        "height": args.height,
-        "metadata": body.get("metadata") or {},
+        "width": metadata.get("width", args.width),
+        "height": metadata.get("height", args.height),
+        "metadata": metadata,
     }
 
 

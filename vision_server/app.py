@@ -29,7 +29,11 @@ log = logging.getLogger(__name__)
 def create_app(settings: VisionSettings, pipeline: Any = None) -> FastAPI:
     """Build the app. With ``pipeline`` (a diffusers pipeline) it is used as is; otherwise
     ``settings.model`` is loaded in the background when the app starts (its lifespan)."""
-    generator = ImageGenerator.from_pipeline(pipeline) if pipeline is not None else None
+    generator = (
+        ImageGenerator.from_pipeline(pipeline, choice=settings.defaults_choice())
+        if pipeline is not None
+        else None
+    )
     service = VisionService(settings, generator)
 
     @asynccontextmanager

@@ -9,9 +9,26 @@ import sys
 from collections.abc import Sequence
 
 from thau.errors import ConfigError
+from thau.vision.model_defaults import CPU_MODEL, FAMILY_NAMES
 from thau.vision.schedulers import SCHEDULER_NAMES
 
 log = logging.getLogger("thau.vision")
+
+
+NO_MODEL_ADVICE = f"""\
+thau-vision: no --model given. On a CPU, use a distilled model: SD-Turbo makes a 512x512
+image in one step. Either let the server fetch it into the Hugging Face cache on first start:
+
+    thau-vision serve --model {CPU_MODEL}
+
+or fetch it once into a folder (the fp16 copies and the single-file checkpoint are not
+needed) and serve the folder, which works offline:
+
+    hf download {CPU_MODEL} --exclude "*.fp16.*" --exclude "sd_turbo*" \\
+        --local-dir ~/models/sd-turbo
+    thau-vision serve --model ~/models/sd-turbo
+
+Other choices and their speed: docs/vision.md ("Models for a CPU")."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -38,6 +55,15 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"])
     serve.add_argument("--dtype", choices=["auto", "float32", "float16", "bfloat16"])
     serve.add_argument("--scheduler", choices=SCHEDULER_NAMES, help="default scheduler")
+    serve.add_argument(
+        "--family",
+        choices=["auto", *FAMILY_NAMES],
+        help="defaults for requests that leave them out (default auto: read from the model)",
+    )
+    serve.add_argument("--default-steps", type=int, metavar="N", help="override the family's")
+    serve.add_argument("--default-guidance", type=float, metavar="G", help="override the family's")
+    serve.add_argument("--default-width", type=int, metavar="PX", help="override the model's")
+    serve.add_argument("--default-height", type=int, metavar="PX", help="override the model's")
     serve.add_argument("--images-dir", help="where images are saved (default <data dir>/images)")
     serve.add_argument("--rate-limit", type=int, help="generation requests/minute/client, 0: off")
     serve.add_argument("--queue-size", type=int, help="requests that may wait (default 4)")
@@ -79,6 +105,7 @@ def serve(args: argparse.Namespace) -> int:
         )
     if not settings.model:
         log.warning("no model configured: /health reports not ready and generation answers 503")
+        print(NO_MODEL_ADVICE, file=sys.stderr)
     uvicorn.run(
         create_app(settings),
         host=settings.host,

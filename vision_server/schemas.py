@@ -10,17 +10,25 @@ from thau.vision.engine import MAX_SEED
 from thau.vision.schedulers import SchedulerName
 
 MIN_SIDE, MAX_SIDE, SIDE_STEP = 256, 1024, 8
-MIN_STEPS, MAX_STEPS = 10, 100
-MIN_GUIDANCE, MAX_GUIDANCE = 1.0, 20.0
+MIN_STEPS, MAX_STEPS = 1, 100
+MIN_GUIDANCE, MAX_GUIDANCE = 0.0, 20.0
+MODEL_DEFAULT = "leave out: the loaded model's default (see /health)"
 MAX_PROMPT_CHARS = 2000
 
 PromptText = Annotated[
     str, Field(min_length=1, max_length=MAX_PROMPT_CHARS, description="what to draw (English)")
 ]
 NegativeText = Annotated[str, Field(max_length=MAX_PROMPT_CHARS, description="what to avoid")]
-Steps = Annotated[int, Field(ge=MIN_STEPS, le=MAX_STEPS, description="denoising steps")]
+Steps = Annotated[
+    int, Field(ge=MIN_STEPS, le=MAX_STEPS, description="denoising steps (distilled models: 1-8)")
+]
 Guidance = Annotated[
-    float, Field(ge=MIN_GUIDANCE, le=MAX_GUIDANCE, description="prompt adherence (CFG scale)")
+    float,
+    Field(
+        ge=MIN_GUIDANCE,
+        le=MAX_GUIDANCE,
+        description="prompt adherence (CFG scale); 0 or 1: off, as distilled models want",
+    ),
 ]
 SeedValue = Annotated[
     int, Field(ge=0, le=MAX_SEED, description="same seed and parameters give the same image")
@@ -46,10 +54,10 @@ class GenerateRequest(BaseModel):
 
     prompt: PromptText
     negative_prompt: NegativeText | None = None
-    num_inference_steps: Steps = 30
-    guidance_scale: Guidance = 7.5
-    width: Side = 512
-    height: Side = 512
+    num_inference_steps: Steps | None = Field(None, description=MODEL_DEFAULT)
+    guidance_scale: Guidance | None = Field(None, description=MODEL_DEFAULT)
+    width: Side | None = Field(None, description=MODEL_DEFAULT)
+    height: Side | None = Field(None, description=MODEL_DEFAULT)
     seed: SeedValue | None = Field(None, description="None: a random seed, returned")
     scheduler: SchedulerName | None = Field(None, description="None: the server's default")
 
@@ -100,6 +108,19 @@ class ErrorResponse(BaseModel):
     detail: Any = None
 
 
+class GenerationDefaults(BaseModel):
+    """What a request gets for the values it leaves out, and why."""
+
+    family: str = Field(description="standard, turbo, lightning, lcm, lcm-model or tcd")
+    description: str
+    reason: str = Field(description="how the family was recognised")
+    num_inference_steps: int
+    guidance_scale: float
+    width: int
+    height: int
+    scheduler: str
+
+
 class HealthResponse(BaseModel):
     status: Literal["ok", "not_ready"]
     ready: bool
@@ -109,6 +130,7 @@ class HealthResponse(BaseModel):
     dtype: str | None
     reason: str | None
     how_to_fix: str | None
+    defaults: GenerationDefaults | None = Field(None, description="None until a model is ready")
 
 
 class StatsResponse(BaseModel):

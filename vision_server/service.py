@@ -14,6 +14,7 @@ from thau import paths
 from thau.vision.engine import GenerationParams, ImageGenerator
 from thau.vision.errors import GenerationFailed, ModelNotReady
 from thau.vision.metrics import VisionMetrics
+from thau.vision.model_defaults import CPU_MODEL
 from thau.vision.queue import GenerationQueue
 from thau.vision.settings import VisionSettings
 from thau.vision.storage import ImageStore
@@ -40,7 +41,8 @@ def how_to_configure() -> str:
     return (
         "Start the server with `thau-vision serve --model <hub id | diffusers folder | "
         'file.safetensors>`, set THAU_VISION_MODEL, or put `model = "..."` in the [vision] '
-        f"table of {paths.config_file()}."
+        f"table of {paths.config_file()}. On a CPU use a distilled model: `--model "
+        f"{CPU_MODEL}` makes a 512x512 image in one step."
     )
 
 
@@ -89,7 +91,17 @@ class VisionService:
             log.exception("model not loaded")
             return
         self.generator = ImageGenerator(
-            loaded.pipeline, source=loaded.source, device=loaded.device, dtype=loaded.dtype
+            loaded.pipeline,
+            source=loaded.source,
+            device=loaded.device,
+            dtype=loaded.dtype,
+            choice=self.settings.defaults_choice(),
+        )
+        log.info(
+            "defaults for %s (%s): %s",
+            loaded.source,
+            self.generator.defaults.reason,
+            self.generator.defaults.as_dict(),
         )
         self.status, self.reason = "ready", None
         self.metrics.ready.set(1)
@@ -120,6 +132,7 @@ class VisionService:
     async def generate(self, batch: list[GenerationParams]) -> list[GenerationRecord]:
         """Queue ``batch`` (one image per entry) and return the stored images."""
         generator = self.ready_generator()
+        batch = [generator.complete(params) for params in batch]  # bad values: 422 now
         self.metrics.queue_depth.set(self.queue.depth + 1)
         try:
             return await self.queue.submit(lambda: self._run(generator, batch))
@@ -138,7 +151,7 @@ class VisionService:
         for params in batch:
             result = generator.generate(params)
             metadata = {
-                **params.as_dict(),
+                **result.params.as_dict(),
                 "scheduler": result.scheduler,
                 "model": generator.source,
                 "device": generator.device,
@@ -174,6 +187,7 @@ class VisionService:
             "dtype": self.generator.dtype if self.generator else None,
             "reason": None if ready else self.reason,
             "how_to_fix": None if ready or self.status == "loading" else how_to_configure(),
+            "defaults": self.generator.defaults.as_dict() if ready and self.generator else None,
         }
 
     def stats(self) -> dict[str, Any]:

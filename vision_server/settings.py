@@ -17,6 +17,7 @@ from pydantic_settings import (
 
 from thau import paths
 from thau.settings import build_settings
+from thau.vision.model_defaults import DefaultsChoice, FamilyName
 from thau.vision.schedulers import SchedulerName
 
 DeviceName = Literal["auto", "cpu", "cuda", "mps"]
@@ -50,6 +51,13 @@ class VisionSettings(BaseSettings):
     device: DeviceName = "auto"
     dtype: DtypeName = "auto"
     scheduler: SchedulerName | None = Field(None, description="default scheduler; None: model's")
+    family: FamilyName | Literal["auto"] = Field(
+        "auto", description="which defaults the model gets; auto: read from the loaded model"
+    )
+    default_steps: int | None = Field(None, ge=1, le=100, description="None: the family's")
+    default_guidance: float | None = Field(None, ge=0, le=20, description="None: the family's")
+    default_width: int | None = Field(None, ge=256, le=1024, multiple_of=8)
+    default_height: int | None = Field(None, ge=256, le=1024, multiple_of=8)
     images_dir: Path = Field(default_factory=default_images_dir)
     api_key: SecretStr | None = Field(None, description="bearer key required when set")
     rate_limit: int = Field(30, ge=0, description="generation requests per minute per client")
@@ -71,6 +79,17 @@ class VisionSettings(BaseSettings):
     @classmethod
     def _blank_key_is_none(cls, value: Any) -> Any:
         return None if value == "" else value
+
+    def defaults_choice(self) -> DefaultsChoice:
+        """What these settings say about the defaults requests get."""
+        return DefaultsChoice(
+            family=self.family,
+            num_inference_steps=self.default_steps,
+            guidance_scale=self.default_guidance,
+            width=self.default_width,
+            height=self.default_height,
+            keep_scheduler=self.scheduler is not None,
+        )
 
     @property
     def cors_origin_list(self) -> list[str]:

@@ -25,13 +25,39 @@ def tiny_vocabulary() -> list[str]:
 
 def build_tiny_pipeline(seed: int = 0) -> Any:
     """A ``StableDiffusionPipeline`` with tiny UNet, VAE, CLIP text model and tokenizer."""
-    import torch
-    from diffusers import (
-        AutoencoderKL,
-        PNDMScheduler,
-        StableDiffusionPipeline,
-        UNet2DConditionModel,
+    from diffusers import PNDMScheduler, StableDiffusionPipeline
+
+    pipeline = StableDiffusionPipeline(
+        **tiny_parts(seed),
+        scheduler=PNDMScheduler(skip_prk_steps=True, steps_offset=1),
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
     )
+    pipeline.set_progress_bar_config(disable=True)
+    return pipeline
+
+
+def build_tiny_lcm_pipeline(seed: int = 0) -> Any:
+    """A tiny ``LatentConsistencyModelPipeline``: its UNet takes the guidance scale as an
+    input, as LCM-distilled models' do."""
+    from diffusers import LatentConsistencyModelPipeline, LCMScheduler
+
+    pipeline = LatentConsistencyModelPipeline(
+        **tiny_parts(seed, time_cond_proj_dim=HIDDEN),
+        scheduler=LCMScheduler(),
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
+    pipeline.set_progress_bar_config(disable=True)
+    return pipeline
+
+
+def tiny_parts(seed: int = 0, time_cond_proj_dim: int | None = None) -> dict[str, Any]:
+    """The tiny UNet, VAE, text encoder and tokenizer, seeded."""
+    import torch
+    from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
     torch.manual_seed(seed)
@@ -46,6 +72,7 @@ def build_tiny_pipeline(seed: int = 0) -> Any:
         cross_attention_dim=HIDDEN,
         attention_head_dim=2,
         norm_num_groups=4,
+        time_cond_proj_dim=time_cond_proj_dim,
     )
     vae = AutoencoderKL(
         in_channels=3,
@@ -80,18 +107,7 @@ def build_tiny_pipeline(seed: int = 0) -> Any:
         tokenizer = CLIPTokenizer(
             str(vocab_file), str(merges_file), model_max_length=TOKENIZER_MAX_LENGTH
         )
-    pipeline = StableDiffusionPipeline(
-        unet=unet,
-        vae=vae,
-        text_encoder=text_encoder,
-        tokenizer=tokenizer,
-        scheduler=PNDMScheduler(skip_prk_steps=True, steps_offset=1),
-        safety_checker=None,
-        feature_extractor=None,
-        requires_safety_checker=False,
-    )
-    pipeline.set_progress_bar_config(disable=True)
-    return pipeline
+    return {"unet": unet, "vae": vae, "text_encoder": text_encoder, "tokenizer": tokenizer}
 
 
 def save_tiny_pipeline(folder: Path, seed: int = 0) -> Path:

@@ -54,7 +54,7 @@ def vision_app(state: dict[str, Any]) -> Callable[[Any], tuple]:
             "success": True,
             "image_url": f"/vision/image/{name}",
             "seed": 1234,
-            "metadata": {"model": "tiny-sd", "steps": 10},
+            "metadata": {"model": "tiny-sd", "num_inference_steps": 1, "width": 512, "height": 512},
         }
         return 200, answer
 
@@ -94,11 +94,10 @@ def test_generates_downloads_and_returns_url_and_path(
     assert result["path"] == str(tmp_path / "images" / "img_0001.png")
     assert Path(result["path"]).read_bytes() == state["png"]
     assert result["seed"] == 1234
-    assert result["metadata"] == {"model": "tiny-sd", "steps": 10}
+    assert result["metadata"]["model"] == "tiny-sd"
+    assert (result["width"], result["height"]) == (512, 512)  # what the server made
     sent = state["requests"][0]
-    assert sent["prompt"] == "a red fox in the snow"
-    assert sent["num_inference_steps"] == 12 and sent["seed"] == 7
-    assert sent["width"] == sent["height"] == 512
+    assert sent == {"prompt": "a red fox in the snow", "num_inference_steps": 12, "seed": 7}
     assert state["downloads"] == ["/vision/image/img_0001.png"]
     assert list((tmp_path / "images").iterdir()) == [Path(result["path"])]
 
@@ -198,14 +197,47 @@ def test_a_missing_image_leaves_nothing_behind(
     assert list((tmp_path / "images").iterdir()) == []
 
 
+def test_only_what_was_asked_is_sent_so_the_servers_defaults_apply(
+    vision: tuple[str, dict[str, Any]], registry: ToolRegistry, tmp_path: Path
+) -> None:
+    url, state = vision
+    for arguments in (
+        {"prompt": "a lighthouse"},
+        {"prompt": "a lighthouse", "negative_prompt": ""},
+        {"prompt": "a lighthouse", "width": None, "seed": None},
+    ):
+        _, args = registry.validate("generate_image", arguments)
+        generate_image.generate(args, ToolContext(data_dir=tmp_path, vision_url=url))
+        assert state["requests"][-1] == {"prompt": "a lighthouse"}
+    asked = {"prompt": "a lighthouse", "width": 768, "height": 512, "seed": 42}
+    _, args = registry.validate("generate_image", asked)
+    generate_image.generate(args, ToolContext(data_dir=tmp_path, vision_url=url))
+    assert state["requests"][-1] == asked
+
+
+@pytest.mark.parametrize(
+    "arguments",
+    [
+        {"prompt": "x", "num_inference_steps": 1, "guidance_scale": 0},  # a distilled model's
+        {"prompt": "x", "num_inference_steps": 4, "guidance_scale": 1.5},
+        {"prompt": "x", "num_inference_steps": 50, "guidance_scale": 7.5},  # a standard one's
+        {"prompt": "x", "negative_prompt": "text, watermark", "width": 1024, "height": 1024},
+    ],
+)
+def test_the_ranges_cover_distilled_and_standard_models(
+    registry: ToolRegistry, arguments: dict[str, Any]
+) -> None:
+    registry.validate("generate_image", arguments)
+
+
 @pytest.mark.parametrize(
     "arguments",
     [
         {},
         {"prompt": ""},
-        {"prompt": "x", "num_inference_steps": 5},
+        {"prompt": "x", "num_inference_steps": 0},
         {"prompt": "x", "num_inference_steps": 101},
-        {"prompt": "x", "guidance_scale": 0.5},
+        {"prompt": "x", "guidance_scale": -0.5},
         {"prompt": "x", "guidance_scale": 21},
         {"prompt": "x", "width": 128},
         {"prompt": "x", "width": 500},
@@ -221,13 +253,12 @@ def test_arguments_outside_the_design_ranges_are_refused(
 
 
 def test_schema_documents_the_ranges() -> None:
-    schema = generate_image.tool.parameters()
+    schema = generate_image.tool.native_schema()["function"]["parameters"]
     props = schema["properties"]
     assert schema["required"] == ["prompt"]
-    assert (props["num_inference_steps"]["minimum"], props["num_inference_steps"]["maximum"]) == (
-        10,
-        100,
-    )
-    assert (props["guidance_scale"]["minimum"], props["guidance_scale"]["maximum"]) == (1, 20)
+    steps, guidance = props["num_inference_steps"], props["guidance_scale"]
+    assert (steps["minimum"], steps["maximum"]) == (1, 100)
+    assert (guidance["minimum"], guidance["maximum"]) == (0, 20)
     assert (props["width"]["minimum"], props["height"]["maximum"]) == (256, 1024)
+    assert "default" in steps["description"]  # the model is told to leave it out
     assert not generate_image.tool.needs_approval

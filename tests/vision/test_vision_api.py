@@ -76,7 +76,18 @@ def test_without_seed_a_random_one_is_returned_and_reproduces_the_image(client):
 
 @pytest.mark.parametrize(
     "scheduler",
-    ["ddim", "pndm", "euler", "euler_a", "heun", "dpmpp_2m", "dpmpp_2m_karras", "unipc"],
+    [
+        "ddim",
+        "pndm",
+        "euler",
+        "euler_a",
+        "heun",
+        "dpmpp_2m",
+        "dpmpp_2m_karras",
+        "unipc",
+        "lcm",
+        "tcd",
+    ],
 )
 def test_every_scheduler_generates(app_with, scheduler):
     client = app_with()
@@ -102,10 +113,11 @@ INVALID = [
     ({"prompt": ""}, "prompt"),
     ({"prompt": "x" * 2001}, "prompt"),
     ({"negative_prompt": "x" * 2001}, "negative_prompt"),
-    ({"num_inference_steps": 9}, "num_inference_steps"),
+    ({"num_inference_steps": 0}, "num_inference_steps"),
     ({"num_inference_steps": 101}, "num_inference_steps"),
     ({"num_inference_steps": "many"}, "num_inference_steps"),
-    ({"guidance_scale": 0.5}, "guidance_scale"),
+    ({"num_inference_steps": 4.5}, "num_inference_steps"),
+    ({"guidance_scale": -0.5}, "guidance_scale"),
     ({"guidance_scale": 20.5}, "guidance_scale"),
     ({"width": 248}, "width"),
     ({"width": 1032}, "width"),
@@ -150,7 +162,7 @@ def test_a_body_that_is_not_json_gets_422(client):
     assert response.json()["success"] is False
 
 
-def test_examples_are_valid_requests(client):
+def test_examples_are_valid_requests_with_the_models_defaults(client):
     from thau.vision.schemas import GenerateRequest
 
     examples = client.get("/vision/examples").json()
@@ -158,6 +170,9 @@ def test_examples_are_valid_requests(client):
     for example in examples:
         assert example["title"]
         GenerateRequest.model_validate(example["request"])
+        assert example["request"]["num_inference_steps"] == 30  # a standard model's
+        assert example["request"]["guidance_scale"] == 7.5
+    assert any("scheduler" in example["request"] for example in examples)
 
 
 def test_stats_count_generations(client):

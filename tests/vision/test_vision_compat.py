@@ -134,10 +134,12 @@ def test_sdapi_batches_random_seed_and_karras(app_with):
 def test_sdapi_validation(app_with):
     client = app_with(max_images=2)
     for change, param in (
-        ({"sampler_name": "LCM"}, "sampler_name"),
+        ({"sampler_name": "DPM adaptive"}, "sampler_name"),
         ({"enable_hr": True}, "enable_hr"),
         ({"batch_size": 2, "n_iter": 2}, "batch_size"),
-        ({"steps": 5}, "steps"),
+        ({"steps": 0}, "steps"),
+        ({"steps": 101}, "steps"),
+        ({"cfg_scale": -1}, "cfg_scale"),
         ({"cfg_scale": 30}, "cfg_scale"),
         ({"width": 100}, "width"),
         ({"seed": -2}, "seed"),

@@ -165,11 +165,15 @@ def test_serve_without_a_model_still_starts(tmp_path):
     try:
         health = wait_until(base, process, ready=False)
         assert health["ready"] is False and health["model_status"] == "not_configured"
+        assert "stabilityai/sd-turbo" in health["how_to_fix"]
         response = httpx.post(f"{base}/vision/generate", json={"prompt": "fox"})
         assert response.status_code == 503
         assert "thau-vision serve --model" in response.json()["error"]["message"]
     finally:
         stop(process)
+    said = process.stdout.read()
+    assert "thau-vision serve --model stabilityai/sd-turbo" in said  # which model for a CPU
+    assert "hf download stabilityai/sd-turbo" in said  # and how to fetch it
 
 
 def test_cli_rejects_bad_settings_with_a_message(tmp_path):

@@ -17,6 +17,7 @@ from thau.vision.schemas import (
     ERROR_RESPONSES,
     MAX_SIDE,
     MIN_SIDE,
+    MODEL_DEFAULT,
     SIDE_STEP,
     Guidance,
     NegativeText,
@@ -39,19 +40,21 @@ class ImageGenerationRequest(BaseModel):
     prompt: PromptText
     model: str | None = Field(None, description="accepted and ignored: the server has one model")
     n: int = Field(1, ge=1, le=16, description="number of images (at most the server's max)")
-    size: str = Field("512x512", description='"WxH" (256-1024, multiples of 8) or "auto"')
+    size: str = Field(
+        "auto", description='"WxH" (256-1024, multiples of 8), or "auto": the model\'s size'
+    )
     response_format: Literal["url", "b64_json"] = "url"
     output_format: Literal["png"] = "png"
     negative_prompt: NegativeText | None = None
-    num_inference_steps: Steps = 30
-    guidance_scale: Guidance = 7.5
+    num_inference_steps: Steps | None = Field(None, description=MODEL_DEFAULT)
+    guidance_scale: Guidance | None = Field(None, description=MODEL_DEFAULT)
     seed: SeedValue | None = None
 
     @field_validator("size")
     @classmethod
     def _check_size(cls, value: str) -> str:
         if value == "auto":
-            return "512x512"
+            return value
         match = SIZE.fullmatch(value)
         if not match:
             raise ValueError('size must look like "512x512" or be "auto"')
@@ -63,7 +66,10 @@ class ImageGenerationRequest(BaseModel):
                 )
         return value
 
-    def dimensions(self) -> tuple[int, int]:
+    def dimensions(self) -> tuple[int | None, int | None]:
+        """Width and height; None for ``auto`` (the model's default)."""
+        if self.size == "auto":
+            return None, None
         width, height = self.size.split("x")
         return int(width), int(height)
 

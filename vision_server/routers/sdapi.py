@@ -16,6 +16,7 @@ from thau.vision.schedulers import A1111_SAMPLERS, a1111_scheduler
 from thau.vision.schemas import (
     ERROR_RESPONSES,
     MAX_PROMPT_CHARS,
+    MODEL_DEFAULT,
     Guidance,
     PromptText,
     Side,
@@ -37,10 +38,10 @@ class Txt2ImgRequest(BaseModel):
 
     prompt: PromptText
     negative_prompt: str = Field("", max_length=MAX_PROMPT_CHARS)
-    steps: Steps = 20
-    cfg_scale: Guidance = 7.0
-    width: Side = 512
-    height: Side = 512
+    steps: Steps | None = Field(None, description=MODEL_DEFAULT)
+    cfg_scale: Guidance | None = Field(None, description=MODEL_DEFAULT)
+    width: Side | None = Field(None, description=MODEL_DEFAULT)
+    height: Side | None = Field(None, description=MODEL_DEFAULT)
     seed: int = Field(-1, ge=-1, le=MAX_SEED, description="-1: random")
     sampler_name: str | None = Field(None, description='e.g. "Euler a", "DPM++ 2M", "DDIM"')
     sampler_index: str | None = Field(None, description="older name of sampler_name")
@@ -113,21 +114,25 @@ async def txt2img(body: Txt2ImgRequest, service: Service) -> Txt2ImgResponse:
     ]
     records = await service.generate(batch)
     seeds = [record.metadata["seed"] for record in records]
+    used = records[0].metadata  # what the model's defaults filled in, too
+    filled = {
+        "steps": used["num_inference_steps"],
+        "cfg_scale": used["guidance_scale"],
+        "width": used["width"],
+        "height": used["height"],
+    }
     info = {
         "prompt": body.prompt,
         "negative_prompt": body.negative_prompt,
         "seed": seeds[0],
         "all_seeds": seeds,
-        "steps": body.steps,
-        "cfg_scale": body.cfg_scale,
-        "width": body.width,
-        "height": body.height,
-        "sampler_name": records[0].metadata["scheduler"],
+        **filled,
+        "sampler_name": used["scheduler"],
         "images": [record.metadata for record in records],
     }
     return Txt2ImgResponse(
         images=[base64.b64encode(record.png_bytes()).decode() for record in records],
-        parameters=body.model_dump(),
+        parameters={**body.model_dump(), **filled},
         info=json.dumps(info),
     )
 

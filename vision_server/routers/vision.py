@@ -7,7 +7,7 @@ from fastapi.responses import FileResponse
 
 from thau.vision.dependencies import Service
 from thau.vision.engine import GenerationParams, random_seed
-from thau.vision.examples import EXAMPLES
+from thau.vision.examples import examples_for
 from thau.vision.schemas import (
     ERROR_RESPONSES,
     ErrorResponse,
@@ -52,10 +52,12 @@ async def get_image(name: str, service: Service) -> FileResponse:
     return FileResponse(service.store.path_for(name), media_type="image/png")
 
 
-@router.get("/examples", response_model=list[Example])
-async def examples() -> list[Example]:
-    """Example requests to start from."""
-    return [Example.model_validate(example) for example in EXAMPLES]
+@router.get("/examples", response_model=list[Example], response_model_exclude_none=True)
+async def examples(service: Service) -> list[Example]:
+    """Example requests to start from, with the loaded model's steps and guidance."""
+    generator = service.generator if service.status == "ready" else None
+    defaults = generator.defaults if generator else None
+    return [Example.model_validate(example) for example in examples_for(defaults)]
 
 
 @router.get("/stats", response_model=StatsResponse)
