@@ -17,6 +17,7 @@ from typing import Any
 
 from thau import prompt_format
 from thau.chat.backends.base import Backend, GenerationOptions, is_thau_model
+from thau.chat.backends.tool_gate import DEFAULT_THRESHOLD
 from thau.chat.parser import TextChunk, ToolCall, ToolCallError, ToolCallParser, ToolCallStart
 from thau.errors import ToolError
 from thau.prompt_format import Message
@@ -136,11 +137,15 @@ class Agent:
         grammar = self.options.grammar_tools and self.tools_enabled and not final
         grammar = grammar and self.tool_mode == "text"
         schemas = {tool.name: tool.parameters() for tool in self.registry} if grammar else {}
+        gate = None  # THAU adapters in text mode, while tools may still be called
+        if self.tools_enabled and not final and self.tool_mode == "text" and _is_thau(self.backend):
+            gate = DEFAULT_THRESHOLD if self.options.tool_gate is None else self.options.tool_gate
         return replace(
             self.options,
             grammar_tools=grammar,
             tool_schemas=schemas,
             native_messages=self.tool_mode == "native",
+            tool_gate=gate,
         )
 
     # one turn -------------------------------------------------------------------
@@ -181,7 +186,8 @@ class Agent:
                                 yield from self._on_parse_event(event, final, seen, results)
                     for call in chunk.tool_calls:
                         native_calls.append(call)
-                        parsed = ToolCall(call["name"], call.get("arguments") or {}, "")
+                        arguments = call.get("arguments") or {}
+                        parsed = ToolCall(call["name"], arguments, "", syntax="native")
                         yield from self._on_parse_event(parsed, final, seen, results)
                     if chunk.done:
                         _add_stats(totals, chunk.stats)

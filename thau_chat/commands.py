@@ -14,7 +14,8 @@ from rich.table import Table
 from rich.text import Text
 
 from thau.chat import conversation as conversations
-from thau.chat.render import error, info
+from thau.chat.parser import ToolCall
+from thau.chat.render import error, full_result_panel, info
 
 if TYPE_CHECKING:
     from thau.chat.repl import ChatRepl
@@ -124,6 +125,10 @@ def _model(repl: ChatRepl, arg: str) -> bool:
     else:
         backend = repl.session.selection.backend
         repl.console.print(Text.assemble(("model: ", "bold"), backend.model or "?"))
+        label = getattr(backend, "adapter_label", None)
+        if label:
+            where = f"  {getattr(backend, 'adapter_path', '')}"
+            repl.console.print(Text.assemble(("adapter: ", "bold"), label, (where, "dim")))
         info(repl.console, f"{backend.describe()} · {repl.session.selection.note}")
     return False
 
@@ -192,6 +197,39 @@ def _tools(repl: ChatRepl, arg: str) -> bool:
     return False
 
 
+@command("mcp", "/mcp", "show the MCP servers, their state and their tools")
+def _mcp(repl: ChatRepl, arg: str) -> bool:
+    from thau.chat.session import attach_mcp
+    from thau.errors import ThauError
+
+    try:
+        hub = attach_mcp(repl.registry, repl.settings)
+    except ThauError as exc:
+        error(repl.console, str(exc))
+        return False
+    if hub is None:
+        info(
+            repl.console,
+            "No MCP servers. Add them with --mcp-config FILE (an mcpServers JSON) or "
+            "[mcp_servers.NAME] tables in config.toml.",
+        )
+        return False
+    for server in hub.status():
+        style = {"ready": "green", "failed": "red"}.get(server.state, "yellow")
+        body = Table.grid(padding=(0, 2))
+        body.add_row(Text("runs", style="dim"), Text(server.transport))
+        none = "none" if server.state == "failed" else "none yet"
+        body.add_row(Text("tools", style="dim"), Text(", ".join(server.tools) or none))
+        body.add_row(Text("approval", style="dim"), Text(server.approval))
+        if server.detail:
+            body.add_row(Text("note", style="dim"), Text(server.detail))
+        if server.log is not None:
+            body.add_row(Text("log", style="dim"), Text(str(server.log)))
+        title = f"[bold]{escape(server.name)}[/] [{style}]{escape(server.state)}[/]"
+        repl.console.print(Panel(body, title=title, title_align="left"))
+    return False
+
+
 @command("system", "/system [text|reset]", "show or set this conversation's system prompt")
 def _system(repl: ChatRepl, arg: str) -> bool:
     if arg.lower() == "reset":
@@ -257,6 +295,39 @@ def _retry(repl: ChatRepl, arg: str) -> bool:
     return False
 
 
+def _queue_for_training(repl: ChatRepl, fix: str | None) -> None:
+    """Queue the last turn (as it was, or with ``fix``); say what was queued, or why not."""
+    from thau.chat import feedback
+
+    try:
+        done = feedback.correction(repl.conv, repl.registry, fix=fix)
+        queued = feedback.queue_example(done.example, repl.settings.data_dir)
+    except feedback.FeedbackError as exc:
+        error(repl.console, f"{exc} (nothing was queued)")
+        return
+    info(repl.console, feedback.confirmation(done, queued))
+
+
+@command("good", "/good", "queue the last exchange for training as it is (it was right)")
+def _good(repl: ChatRepl, arg: str) -> bool:
+    if arg:
+        error(repl.console, "/good takes no text; /fix TEXT queues a corrected reply")
+        return False
+    _queue_for_training(repl, None)
+    return False
+
+
+@command(
+    "fix",
+    "/fix TEXT",
+    "queue your last message with TEXT as the right reply "
+    "(an answer, a <TOOL:name>{...}</TOOL> call, or no tool[: answer])",
+)
+def _fix(repl: ChatRepl, arg: str) -> bool:
+    _queue_for_training(repl, arg)
+    return False
+
+
 def _strings(value: Any) -> Iterator[str]:
     if isinstance(value, str):
         yield value
@@ -285,11 +356,53 @@ def last_image(messages: list[dict[str, Any]]) -> Path | None:
     return None
 
 
-@command("verbose", "/verbose", "print timings and tokens/s after each answer (on/off)")
+@command(
+    "verbose",
+    "/verbose",
+    "show timings, tokens/s and each tool result's JSON after each answer (on/off)",
+)
 def _verbose(repl: ChatRepl, arg: str) -> bool:
     on = not repl.settings.verbose
     repl.settings = repl.settings.model_copy(update={"verbose": on})
-    info(repl.console, f"Timings after each answer: {'on' if on else 'off'}.")
+    info(
+        repl.console, f"Timings and tool results' JSON after each answer: {'on' if on else 'off'}."
+    )
+    return False
+
+
+def _saved_tool_results(messages: list[dict[str, Any]]) -> list[tuple[str, Any]]:
+    """The tool messages since the last user message, as the model saw them."""
+    found: list[tuple[str, Any]] = []
+    for message in reversed(messages):
+        if message.get("role") == "user":
+            break
+        if message.get("role") == "tool":
+            content = message.get("content") or ""
+            try:
+                record = json.loads(content)
+            except ValueError:
+                record = content
+            name = record.get("tool") if isinstance(record, dict) else None
+            found.append((str(name or message.get("tool_name") or "tool"), record))
+    return found[::-1]
+
+
+@command("last", "/last", "show the last tool results in full, as JSON")
+def _last(repl: ChatRepl, arg: str) -> bool:
+    if repl.last_results and repl.last_results_in == repl.conv.path:
+        for event in repl.last_results:
+            record = {"arguments": getattr(event.call, "arguments", None)}
+            record |= event.outcome.payload() | {"elapsed_s": round(event.outcome.elapsed_s, 4)}
+            if not isinstance(event.call, ToolCall):
+                record["raw"] = event.call.raw
+            panel = full_result_panel(event.outcome.name, record, event.full_result_path)
+            repl.console.print(panel)
+        return False
+    saved = _saved_tool_results(repl.conv.messages)
+    if not saved:
+        info(repl.console, "No tool has run in this conversation yet.")
+    for name, record in saved:
+        repl.console.print(full_result_panel(name, record))
     return False
 
 

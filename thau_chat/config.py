@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import AliasChoices, Field
-from pydantic_settings import SettingsConfigDict
+from pydantic import AliasChoices, Field, field_validator
+from pydantic_settings import NoDecode, SettingsConfigDict
 
 from thau import paths
 from thau.settings import ThauSettings, build_settings
@@ -44,14 +45,37 @@ class Settings(ThauSettings):
     system: str | None = None
     temperature: float = Field(0.2, ge=0.0, le=2.0)
     tool_mode: ToolMode = "auto"
-    adapter: str | None = Field(None, description="GGUF LoRA adapter for the embedded backend")
+    adapter: str | None = Field(
+        None, description="embedded backend's LoRA: a GGUF path, shipped or none (None: promoted)"
+    )
     grammar: bool = Field(True, description="constrain embedded tool-call bodies with a grammar")
+    tool_gate: float | None = Field(
+        None,
+        ge=0.0,
+        le=1.0,
+        description="embedded THAU adapters: open a tool call only when the model gives its "
+        "first token at least this probability (0: off; unset: the adapter's default)",
+    )
     num_ctx: int = Field(4096, ge=256, le=131072)
     timeout: float = Field(120.0, gt=0)
     keep_alive: str = "5m"
     data_dir: Path = Field(default_factory=paths.data_dir)
     tool_result_limit: int = Field(4000, ge=200, description="tool-result chars the model sees")
     verbose: bool = Field(False, description="chat: print timings and speed after each answer")
+    mcp_config: Annotated[list[Path], NoDecode] = Field(
+        default_factory=list,
+        description="mcpServers JSON files (THAU_MCP_CONFIG: paths joined by the path separator)",
+    )
+    mcp_servers: dict[str, dict[str, Any]] = Field(
+        default_factory=dict, description="config.toml [mcp_servers.NAME] tables"
+    )
+
+    @field_validator("mcp_config", mode="before")
+    @classmethod
+    def _split_paths(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [part for part in value.split(os.pathsep) if part]
+        return value
 
 
 def load_settings(**overrides: Any) -> Settings:

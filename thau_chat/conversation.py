@@ -23,9 +23,26 @@ class Conversation:
         self.id = f"{stamp}-{uuid.uuid4().hex[:6]}"
         self.path = folder / f"{self.id}.json"
         self.system: str | None = None
+        # who answered from message ``from`` on: backend, model, adapter, system prompt
+        self.runs: list[dict[str, Any]] = []
 
     def to_json(self) -> dict[str, Any]:
-        return {"id": self.id, "system": self.system, "messages": self.messages}
+        return {"id": self.id, "system": self.system, "messages": self.messages, "runs": self.runs}
+
+    def note_run(self, run: dict[str, Any]) -> None:
+        """Record who answers the next messages, when it changed since the last record."""
+        last = {k: v for k, v in self.runs[-1].items() if k != "from"} if self.runs else None
+        if run != last:
+            self.runs.append({"from": len(self.messages), **run})
+
+    def run_at(self, index: int) -> dict[str, Any] | None:
+        """Who wrote message ``index`` (the last record from at or before it), if known."""
+        found = None
+        for run in self.runs:
+            start = run.get("from")
+            if isinstance(start, int) and start <= index:
+                found = {k: v for k, v in run.items() if k != "from"}
+        return found
 
     def save(self, path: Path | None = None) -> Path:
         """Write atomically (temp file + rename); returns the path."""
@@ -47,6 +64,8 @@ class Conversation:
         conv = cls(folder, messages)
         if isinstance(data, dict):
             conv.system = data.get("system")
+            runs = data.get("runs")
+            conv.runs = [r for r in runs if isinstance(r, dict)] if isinstance(runs, list) else []
             if data.get("id") and path.parent == folder:
                 conv.id, conv.path = str(data["id"]), path
         return conv

@@ -17,6 +17,7 @@ from thau.chat.agent import (
 )
 from thau.chat.config import Settings
 from thau.chat.conversation import Conversation
+from thau.chat.event_stream import EventStream, call_record, turn_timings
 from thau.chat.parser import ToolCall
 from thau.chat.session import build_session
 from thau.errors import ThauError
@@ -54,69 +55,81 @@ def terminal_approver(call: ToolCall, tool: Tool) -> Approval:
     return Approval(answer in YES_ANSWERS, "the person declined")
 
 
-def _call_record(event: ToolFinished) -> dict[str, Any]:
-    outcome = event.outcome
-    return {
-        "name": outcome.name,
-        "arguments": getattr(event.call, "arguments", None),
-        "raw": event.call.raw,
-        "ok": outcome.ok,
-        "result": outcome.result,
-        "error": outcome.error,
-        "elapsed_s": round(outcome.elapsed_s, 4),
-        "full_result_path": str(event.full_result_path) if event.full_result_path else None,
-    }
-
-
-def run_once(settings: Settings, message: str, *, as_json: bool, load: str | None = None) -> int:
+def run_once(
+    settings: Settings,
+    message: str,
+    *,
+    as_json: bool,
+    load: str | None = None,
+    json_stream: bool = False,
+) -> int:
+    """One turn; ``as_json`` prints one document at the end, ``json_stream`` a line per
+    event as it happens (:mod:`thau.chat.event_stream`), which ends with an ``error``
+    event, not a traceback, whatever fails."""
     text = read_message(message)
     if not text.strip():
         print("thau-chat: error: the message is empty", file=sys.stderr)
         return 2
+    stream = EventStream(sys.stdout) if json_stream else None
+    quiet = as_json or json_stream
     folder = settings.data_dir / "conversations"
-    conv = Conversation.load(folder, load) if load else Conversation(folder)
-    session = build_session(settings, approver=terminal_approver)
-    if not as_json:
+    try:
+        conv = Conversation.load(folder, load) if load else Conversation(folder)
+        session = build_session(settings, approver=terminal_approver)
+    except Exception as exc:
+        if stream is None:
+            raise
+        return _stream_failed(stream, exc)
+    if stream is not None:
+        stream.start(session.selection.backend, conv.path)
+    elif not as_json:
         print(session.selection.note, file=sys.stderr)
     out = sys.stdout
     calls: list[dict[str, Any]] = []
     answer: list[str] = []
     timings: dict[str, Any] = {}
     error: str | None = None
+    interrupted = False
+    run = session.run_record()
+    conv.note_run(run)
     try:
         for event in session.agent.run_turn(conv.messages, text):
+            if stream is not None:
+                stream.send(event)
             if isinstance(event, TextDelta):
                 answer.append(event.text)
-                if not as_json:
+                if not quiet:
                     out.write(event.text)
                     out.flush()
-            elif isinstance(event, ToolRequested) and not as_json:
+            elif isinstance(event, ToolRequested) and not quiet:
                 out.write(f"\n[{event.call.name}] {dumps(event.call.arguments)}\n")
             elif isinstance(event, ToolFinished):
-                calls.append(_call_record(event))
+                calls.append(call_record(event))
                 answer.clear()
-                if not as_json:
+                if not quiet:
                     outcome = event.outcome
                     shown = dumps(outcome.result) if outcome.ok else f"error: {outcome.error}"
                     if len(shown) > 2000:
                         shown = shown[:2000] + " ..."
                     status = "ok" if outcome.ok else "failed"
                     out.write(f"[{outcome.name} -> {status}] {shown}\n")
-            elif isinstance(event, Notice) and not as_json:
+            elif isinstance(event, Notice) and not quiet:
                 print(event.message, file=sys.stderr)
             elif isinstance(event, TurnDone):
-                first = event.first_token_s
-                timings = {
-                    "total_s": round(event.elapsed_s, 4),
-                    "first_token_s": None if first is None else round(first, 4),
-                    "steps": event.steps,
-                    **event.stats,
-                }
+                timings = turn_timings(event)
     except ThauError as exc:
         error = " ".join(str(exc).split())
+    except (Exception, KeyboardInterrupt) as exc:
+        if stream is None:
+            raise
+        error, interrupted = _failure(exc), isinstance(exc, KeyboardInterrupt)
     finally:
         if conv.messages:
             conv.save()
+    if stream is not None:
+        stream.end(
+            error=error, answer="".join(answer).strip(), timings=timings, conversation=conv.path
+        )
     if as_json:
         backend = session.selection.backend
         adapter = getattr(backend, "adapter_path", None)
@@ -124,6 +137,7 @@ def run_once(settings: Settings, message: str, *, as_json: bool, load: str | Non
             "backend": backend.name,
             "model": backend.model,
             "adapter": str(adapter) if adapter else None,
+            "adapter_version": run["adapter_version"],
             "answer": "".join(answer).strip(),
             "messages": conv.messages,
             "tool_calls": calls,
@@ -132,9 +146,24 @@ def run_once(settings: Settings, message: str, *, as_json: bool, load: str | Non
             "error": error,
         }
         print(json.dumps(doc, ensure_ascii=False, indent=2, default=str))
-    elif not error:
+    elif not error and not json_stream:
         out.write("\n")
     if error:
         print(f"thau-chat: error: {error}", file=sys.stderr)
-        return 1
+        return 130 if interrupted else 1
     return 0
+
+
+def _failure(exc: BaseException) -> str:
+    if isinstance(exc, KeyboardInterrupt):
+        return "interrupted"
+    text = " ".join(str(exc).split())
+    return text if isinstance(exc, ThauError) else f"unexpected {type(exc).__name__}: {text}"
+
+
+def _stream_failed(stream: EventStream, exc: BaseException) -> int:
+    """A failure before the turn began: the stream still ends with its ``error`` event."""
+    error = _failure(exc)
+    stream.end(error=error)
+    print(f"thau-chat: error: {error}", file=sys.stderr)
+    return 1

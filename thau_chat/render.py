@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -10,6 +11,7 @@ from rich.console import Console, ConsoleOptions, Group, RenderResult
 from rich.live import Live
 from rich.markdown import Markdown
 from rich.panel import Panel
+from rich.rule import Rule
 from rich.spinner import Spinner
 from rich.syntax import Syntax
 from rich.text import Text
@@ -24,10 +26,20 @@ from thau.chat.agent import (
     TurnDone,
 )
 from thau.chat.parser import ToolCall
-from thau.tools.registry import Tool
+from thau.chat.result_views import (
+    PREVIEW_COLUMNS,
+    ResultView,
+    ViewContext,
+    ViewMemory,
+    clipped,
+    outline,
+    view_result,
+)
+from thau.tools.image_preview import inline_protocol, iterm2_sequence, kitty_sequence
+from thau.tools.registry import Tool, ToolRegistry
 
-SCREEN_RESULT_LIMIT = 1500
-"""Characters of a tool result shown on screen; the rest is on disk."""
+LAST_RESULT_LIMIT = 20_000
+"""Characters of a full result that ``/last`` shows; the rest is in the saved file."""
 
 
 def error(console: Console, message: str) -> None:
@@ -52,37 +64,76 @@ class _StreamedMarkdown:
         yield Markdown(self.text())
 
 
-def _pretty(value: Any) -> str:
-    if isinstance(value, str):
-        return value
-    return json.dumps(value, ensure_ascii=False, indent=2, default=str)
-
-
-def call_panel(call: ToolCall) -> Panel:
-    """A tool call with its arguments."""
-    body = Syntax(_pretty(call.arguments), "json", word_wrap=True, background_color="default")
+def call_panel(call: ToolCall, tool: Tool | None = None) -> Panel:
+    """A tool call: what its tool's preview shows (code as code), else its arguments as
+    ``key: value`` lines."""
+    body: Any
+    if tool is not None and tool.preview is not None:
+        lexer, text = tool.describe_call(call.arguments)
+        body = Syntax(text, lexer, word_wrap=True, background_color="default")
+    else:
+        body = Group(*outline(call.arguments))
     return Panel(body, title=f"[bold cyan]tool[/] {call.name}", title_align="left", style="cyan")
 
 
-def result_panel(event: ToolFinished, conversation_path: Path | None = None) -> Panel:
-    """A tool's result (or error), cut to ``SCREEN_RESULT_LIMIT`` characters on screen."""
+def result_panel(
+    event: ToolFinished,
+    conversation_path: Path | None = None,
+    *,
+    context: ViewContext | None = None,
+    view: ResultView | None = None,
+    verbose: bool = False,
+) -> Panel:
+    """A tool's result drawn for a person by its view (:mod:`thau.chat.result_views`);
+    ``verbose`` adds the result's JSON. Long text is cut to ``SCREEN_RESULT_LIMIT``."""
     outcome = event.outcome
-    shown = _pretty(outcome.result) if outcome.ok else str(outcome.error)
-    lines: list[Text] = []
-    if len(shown) > SCREEN_RESULT_LIMIT:
-        where = event.full_result_path or conversation_path
-        more = len(shown) - SCREEN_RESULT_LIMIT
-        shown = shown[:SCREEN_RESULT_LIMIT] + " …"
-        note = f"[{more} more characters not shown"
-        note += f"; full result in {where}]" if where else "]"
-        lines.append(Text(note, style="dim"))
-    elif event.full_result_path:
-        lines.append(Text(f"[full result in {event.full_result_path}]", style="dim"))
-    body = Text(shown, style="" if outcome.ok else "red")
-    status = f"ok · {outcome.elapsed_s:.2f} s" if outcome.ok else "failed"
-    color = "green" if outcome.ok else "red"
-    title = f"[bold {color}]{outcome.name}[/] {status}"
-    return Panel(Group(body, *lines), title=title, title_align="left", style=color)
+    context = replace(
+        context or ViewContext(),
+        saved=event.full_result_path,
+        conversation=conversation_path,
+        cuts=[],
+    )
+    view = view or view_result(outcome, context)
+    body: Any = view.body
+    if verbose:
+        raw = json.dumps(outcome.payload(), ensure_ascii=False, indent=2, default=str)
+        body = Group(body, Rule("JSON", style="dim"), clipped(raw, context))
+    status = view.status or "ok"
+    if outcome.ok:
+        status += f" · {outcome.elapsed_s:.2f} s"
+    title = f"[bold {view.color}]{outcome.name}[/] {status}"
+    return Panel(body, title=title, title_align="left", style=view.color)
+
+
+def full_result_panel(name: str, record: dict[str, Any], saved: Path | None = None) -> Panel:
+    """One tool result's whole JSON, for ``/last`` (cut at ``LAST_RESULT_LIMIT``)."""
+    text = json.dumps(record, ensure_ascii=False, indent=2, default=str)
+    parts: list[Any] = []
+    if len(text) > LAST_RESULT_LIMIT:
+        more = len(text) - LAST_RESULT_LIMIT
+        text = text[:LAST_RESULT_LIMIT] + "\n…"
+        note = f"[{more} more characters not shown" + (
+            f"; all of it is in {saved}]" if saved else "]"
+        )
+        parts.append(Text(note, style="dim"))
+    elif saved:
+        parts.append(Text(f"[also saved in {saved}]", style="dim"))
+    body = Syntax(text, "json", word_wrap=True, background_color="default")
+    return Panel(Group(body, *parts), title=f"[bold]{name}[/] full result", title_align="left")
+
+
+def show_inline(console: Console, path: Path, protocol: str) -> None:
+    """An image drawn in the terminal itself (kitty's or iTerm2's protocol)."""
+    try:
+        png = path.read_bytes()
+    except OSError:
+        return
+    if protocol == "kitty":
+        sequence = kitty_sequence(png, PREVIEW_COLUMNS)
+    else:
+        sequence = iterm2_sequence(png, path.name, PREVIEW_COLUMNS)
+    console.file.write(sequence + "\n")
+    console.file.flush()
 
 
 def approval_panel(tool: Tool, call: ToolCall) -> Panel:
@@ -118,7 +169,13 @@ class TurnView:
     """Shows one turn as it happens: a spinner until the first token, then the answer."""
 
     def __init__(
-        self, console: Console, conversation_path: Path | None = None, *, verbose: bool = False
+        self,
+        console: Console,
+        conversation_path: Path | None = None,
+        *,
+        verbose: bool = False,
+        memory: ViewMemory | None = None,
+        registry: ToolRegistry | None = None,
     ) -> None:
         self.console = console
         self.conversation_path = conversation_path
@@ -126,6 +183,15 @@ class TurnView:
         self._answer: _StreamedMarkdown | None = None
         self._shown: Any = None
         self.verbose = verbose
+        self.registry = registry
+        terminal = console.is_terminal
+        self.views = ViewContext(
+            memory=memory if memory is not None else ViewMemory(),
+            terminal=terminal,
+            inline_images=inline_protocol() if terminal else None,
+        )
+        self.finished: list[ToolFinished] = []
+        """This turn's tool results, in order (``/last`` shows them in full)."""
 
     # the live area ------------------------------------------------------------
     def _show(self, renderable: Any) -> None:
@@ -172,14 +238,24 @@ class TurnView:
             self.thinking(f"calling {event.name}…")
         elif isinstance(event, ToolRequested):
             self.pause()
-            self.console.print(call_panel(event.call))
+            tool = self._tool(event.call.name)
+            self.console.print(call_panel(event.call, tool))
             self.thinking(f"running {event.call.name}…")
         elif isinstance(event, ToolFinished):
             self.pause()
+            self.finished.append(event)
             if not isinstance(event.call, ToolCall):  # a malformed call
                 raw = Text(event.call.raw or event.call.name, style="red")
                 self.console.print(Panel(raw, title="malformed tool call", style="red"))
-            self.console.print(result_panel(event, self.conversation_path))
+            context = replace(
+                self.views, saved=event.full_result_path, conversation=self.conversation_path
+            )
+            view = view_result(event.outcome, context)
+            self.console.print(
+                result_panel(event, self.conversation_path, view=view, verbose=self.verbose)
+            )
+            if view.image is not None and self.views.inline_images:
+                show_inline(self.console, view.image, self.views.inline_images)
             self.thinking()
         elif isinstance(event, Notice):
             self.pause()
@@ -188,6 +264,11 @@ class TurnView:
             self.pause()
             if self.verbose:
                 info(self.console, turn_stats(event))
+
+    def _tool(self, name: str) -> Tool | None:
+        if self.registry is None or name not in self.registry:
+            return None
+        return self.registry.get(name)
 
     def interrupted(self) -> None:
         self.pause()

@@ -22,12 +22,13 @@ from rich.console import Console
 from rich.text import Text
 
 from thau.chat import commands
-from thau.chat.agent import YES_ANSWERS, Approval
-from thau.chat.backends import Selection, create_backend
+from thau.chat.agent import YES_ANSWERS, Approval, ToolFinished
+from thau.chat.backends import Selection, adapter_outdated, create_backend
 from thau.chat.config import Settings
 from thau.chat.conversation import Conversation
 from thau.chat.parser import ToolCall
 from thau.chat.render import TurnView, approval_panel, error, info
+from thau.chat.result_views import ViewMemory
 from thau.chat.session import Session, build_session
 from thau.errors import ThauError
 from thau.tools.registry import Tool, ToolRegistry
@@ -140,6 +141,12 @@ class ChatRepl:
         self.system: str | None = settings.system
         self.session: Session | None = None
         self.view: TurnView | None = None
+        self.views = ViewMemory()
+        """What the result views remember over the chat (warnings already shown)."""
+        self.last_results: list[ToolFinished] = []
+        """The tool results of the last turn that ran tools, for ``/last``."""
+        self.last_results_in: Path | None = None
+        """The conversation they belong to."""
 
     # the model ----------------------------------------------------------------
     def _build(self, settings: Settings) -> Session:
@@ -186,6 +193,21 @@ class ChatRepl:
     def new_conversation(self) -> None:
         self.conv = Conversation(self.folder)
         self.conv.system = self.system
+        self.pick_up_promotion()
+
+    def pick_up_promotion(self) -> None:
+        """Load the adapter the training service promoted since the backend was built;
+        only between conversations, never within a turn."""
+        if self.session is None:
+            return
+        try:
+            outdated = adapter_outdated(self.settings, self.session.selection.backend)
+        except ThauError as exc:
+            error(self.console, _message(exc))
+            return
+        if outdated:
+            self.session = None
+            self.connect()
 
     def load_conversation(self, ref: str) -> None:
         try:
@@ -231,7 +253,14 @@ class ChatRepl:
                 info(self.console, "The message was not sent (Up arrow brings it back).")
             return
         assert self.session is not None
-        self.view = view = TurnView(self.console, self.conv.path, verbose=self.settings.verbose)
+        self.view = view = TurnView(
+            self.console,
+            self.conv.path,
+            verbose=self.settings.verbose,
+            memory=self.views,
+            registry=self.registry,
+        )
+        self.conv.note_run(self.session.run_record())
         events = self.session.agent.run_turn(self.conv.messages, text)
         try:
             view.thinking()
@@ -250,6 +279,8 @@ class ChatRepl:
             events.close()
             view.pause()
             self.view = None
+            if view.finished:
+                self.last_results, self.last_results_in = view.finished, self.conv.path
             self.save()
 
     def retry(self) -> None:

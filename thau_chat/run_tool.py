@@ -8,13 +8,15 @@ import sys
 from thau.chat.config import Settings
 from thau.chat.oneshot import terminal_approver
 from thau.chat.parser import ToolCall
-from thau.chat.session import tool_context
+from thau.chat.session import attach_mcp, tool_context
 from thau.errors import ToolError
 from thau.tools.registry import ToolOutcome, ToolRegistry
 
 
 def run_tool(settings: Settings, name: str, raw_args: str, *, as_json: bool) -> int:
     registry = ToolRegistry.from_entry_points()
+    if "__" in name:  # only MCP tools are named <server>__<tool>
+        attach_mcp(registry, settings)
     for problem in registry.load_errors:
         print(f"thau-chat: warning: {problem}", file=sys.stderr)
     try:

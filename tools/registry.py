@@ -139,6 +139,7 @@ class ToolRegistry:
     def __init__(self, tools: Iterable[Tool] = ()) -> None:
         self._tools: dict[str, Tool] = {}
         self._pool: concurrent.futures.ThreadPoolExecutor | None = None
+        self._pending: list[Callable[[], Iterable[Tool]]] = []
         self.load_errors: list[str] = []
         for tool in tools:
             self.register(tool)
@@ -170,19 +171,43 @@ class ToolRegistry:
             raise ToolError(f"two tools are named {tool.name!r}")
         self._tools[tool.name] = tool
 
+    def add_pending(self, load: Callable[[], Iterable[Tool]]) -> None:
+        """Tools known later: ``load()`` runs (once) at the next look at the tools, and a
+        failure or a clash becomes a ``load_errors`` entry (MCP servers list theirs so)."""
+        self._pending.append(load)
+
+    def _settle(self) -> None:
+        while self._pending:
+            load = self._pending.pop(0)
+            try:
+                found = list(load())
+            except Exception as exc:
+                self.load_errors.append(str(exc) or type(exc).__name__)
+                continue
+            for tool in found:
+                try:
+                    self.register(tool)
+                except ToolError as exc:
+                    self.load_errors.append(str(exc))
+
     def __iter__(self) -> Iterator[Tool]:
-        return iter(self._tools.values())
+        self._settle()
+        return iter(list(self._tools.values()))
 
     def __len__(self) -> int:
+        self._settle()
         return len(self._tools)
 
     def __contains__(self, name: object) -> bool:
+        self._settle()
         return name in self._tools
 
     def names(self) -> list[str]:
+        self._settle()
         return list(self._tools)
 
     def get(self, name: str) -> Tool:
+        self._settle()
         try:
             return self._tools[name]
         except KeyError:

@@ -25,8 +25,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from thau import __version__
 from thau.errors import ConfigError
 from thau.prompt_format import TOOL_NAME
-from thau.train.queue import MAX_MESSAGES, MAX_TEXT, Example, InvalidExample, normalize
 from thau.train.service import Scheduler, TrainingService
+from thau.train_queue import MAX_MESSAGES, MAX_TEXT, Example, InvalidExample, normalize
 
 API_KEY_ENV = "THAU_TRAIN_API_KEY"
 MAX_BATCH = 500

@@ -134,6 +134,7 @@ def _eval(args: argparse.Namespace) -> int:
         adapter=args.adapter,
         host=args.host,
         grammar=args.grammar,
+        tool_gate=args.tool_gate,
     )
     cases = evaluate.load_cases(args.cases)[: args.limit or None]
     selection = create_backend(settings)
@@ -168,12 +169,13 @@ def add_eval(sub: Subparsers) -> None:
         description=(
             "Run eval cases through thau-chat's own backend, prompt and parser, greedily, "
             "and score the first reply's decision. With no --model it evaluates the "
-            "embedded default (SmolLM2 plus the shipped THAU adapter, when present)."
+            "embedded default: SmolLM2 plus the training service's promoted adapter, else "
+            "the shipped THAU adapter."
         ),
     )
     p.add_argument("--backend", choices=["embedded", "ollama", "openai"], default="embedded")
     p.add_argument("--model", help="GGUF path (embedded) or model name (ollama/openai)")
-    p.add_argument("--adapter", help="GGUF LoRA adapter (embedded)")
+    p.add_argument("--adapter", metavar="PATH|shipped|none", help="GGUF LoRA adapter (embedded)")
     p.add_argument("--host", help="server URL (ollama/openai)")
     p.add_argument(
         "--cases", type=Path, default=_root() / "eval" / "dev.jsonl", help="JSONL eval cases"
@@ -189,6 +191,14 @@ def add_eval(sub: Subparsers) -> None:
         const=False,
         dest="grammar",
         help="embedded: don't constrain tool-call JSON with a grammar",
+    )
+    p.add_argument(
+        "--tool-gate",
+        type=float,
+        metavar="P",
+        help="the runtime's confidence gate (embedded THAU adapters): 0 measures each call's "
+        "opening probability without refusing (the report gains gate_curve); default: "
+        "what thau-chat runs",
     )
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.add_argument("--out", type=Path, help="write NAME.json, NAME-confusion.png, NAME-cases.jsonl")

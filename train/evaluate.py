@@ -7,6 +7,10 @@ Each case is one JSON line::
      "expected_args_contain": {"prompt": ["cat"]},  # optional
      "lang": "es"}                                 # optional
 
+A case may end with a tool result instead (the call and its ``tool`` message): then
+``"expected_answer_contains": ["5050", ...]`` says what the answer must state (any one of
+the strings, case-insensitive) and the reply counts as right only without a new call.
+
 The model gets the case's messages exactly as ``thau-chat`` would send them (the
 :class:`~thau.chat.agent.Agent` builds the system prompt and request, the backend and
 the streaming parser are the runtime's), greedily (temperature 0). Only the first reply
@@ -43,6 +47,7 @@ RATES = (
     "wrong_tool_rate",
     "json_valid_rate",
     "args_match_rate",
+    "answer_match_rate",
 )
 
 
@@ -56,6 +61,7 @@ class Case:
     expected_tool: str | None
     expected_args_contain: dict[str, list[str]] = field(default_factory=dict)
     lang: str | None = None
+    expected_answer_contains: list[str] | None = None
 
 
 @dataclass
@@ -72,6 +78,8 @@ class Outcome:
     arguments: dict[str, Any] | None = None
     reply: str = ""
     error: str | None = None  # a backend failure on this case
+    answer_match: bool | None = None  # for cases with expected_answer_contains
+    opening_probability: float | None = None  # the gate's measure of the first call
 
     @property
     def called(self) -> bool:
@@ -105,7 +113,17 @@ def parse_case(value: Any) -> Case:
     lang = value.get("lang")
     if lang is not None and not isinstance(lang, str):
         raise ValueError("lang must be a string")
-    return Case(messages, expected, contain, lang)
+    answer = value.get("expected_answer_contains")
+    if answer is not None:
+        if (
+            not isinstance(answer, list)
+            or not answer
+            or not all(isinstance(a, str) and a for a in answer)
+        ):
+            raise ValueError("expected_answer_contains must be a list of non-empty strings")
+        if expected is not None:
+            raise ValueError("a case with expected_answer_contains expects no tool call")
+    return Case(messages, expected, contain, lang, answer)
 
 
 def load_cases(path: Path) -> list[Case]:
@@ -179,7 +197,20 @@ def run_case(agent: Agent, case: Case, index: int = 0) -> Outcome:
     replies = [m for m in conversation[len(case.messages) :] if m["role"] == "assistant"]
     if replies:
         outcome.reply = replies[0]["content"].removesuffix(" [interrupted]")
+    decisions = getattr(agent.backend, "gate_log", None) or []
+    opened = [d for d in decisions if d.opened]
+    if decisions:  # the first opening the gate let through, else the first it refused
+        outcome.opening_probability = (opened or decisions)[0].probability
+    if case.expected_answer_contains is not None:  # a failed case did not answer
+        wanted = case.expected_answer_contains
+        outcome.answer_match = not outcome.error and answer_matches(outcome, wanted)
     return outcome
+
+
+def answer_matches(outcome: Outcome, wanted: Sequence[str]) -> bool:
+    """The reply holds one of ``wanted`` (case-insensitive) and makes no new call."""
+    text = outcome.reply.casefold()
+    return not outcome.called and any(w.casefold() in text for w in wanted)
 
 
 def _judge_call(registry: ToolRegistry, case: Case, outcome: Outcome, call: ToolCall) -> None:
@@ -257,6 +288,8 @@ def metrics(outcomes: Sequence[Outcome], tools: Sequence[str]) -> dict[str, Any]
     - ``json_valid_rate`` = calls whose body is a strict JSON object (no repair) / C
     - ``args_match_rate`` = cases in R whose arguments validate against the tool's model
       and contain every expected substring (case-insensitive) / R
+    - ``answer_match_rate`` = cases with ``expected_answer_contains`` whose reply holds
+      one of the strings and makes no new call / those cases
 
     A rate whose denominator is 0 is ``None`` (null), not 0.
     """
@@ -265,6 +298,7 @@ def metrics(outcomes: Sequence[Outcome], tools: Sequence[str]) -> dict[str, Any]
     calls = [o for o in outcomes if o.called]
     right = [o for o in expect_tool if o.right_tool]
     rightly_none = [o for o in expect_none if not o.called]
+    answer_cases = [o for o in outcomes if o.answer_match is not None]
     return {
         "n": len(outcomes),
         "decision_accuracy": _rate(len(right) + len(rightly_none), len(outcomes)),
@@ -277,8 +311,43 @@ def metrics(outcomes: Sequence[Outcome], tools: Sequence[str]) -> dict[str, Any]
         ),
         "json_valid_rate": _rate(sum(bool(o.json_valid) for o in calls), len(calls)),
         "args_match_rate": _rate(sum(bool(o.args_match) for o in right), len(right)),
+        "answer_match_rate": _rate(
+            sum(bool(o.answer_match) for o in answer_cases), len(answer_cases)
+        ),
         "confusion": confusion(outcomes, tools),
     }
+
+
+GATE_THRESHOLDS = (0.0, 0.3, 0.4, 0.5, 0.6, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95)
+
+
+def gate_curve(
+    outcomes: Sequence[Outcome], thresholds: Sequence[float] = GATE_THRESHOLDS
+) -> list[dict[str, Any]]:
+    """False and missed tool rates if calls opening below each threshold were refused.
+
+    Read from a run with the gate measuring only (``tool_gate`` 0): a refused call counts
+    as no call. It is an estimate (after a refusal the model may open a call later in
+    the reply); a run with the chosen ``tool_gate`` gives the real figures.
+    """
+    expect_tool = [o for o in outcomes if o.expected is not None]
+    expect_none = [o for o in outcomes if o.expected is None]
+
+    def kept(o: Outcome, threshold: float) -> bool:
+        p = o.opening_probability
+        return o.called and (p is None or p >= threshold)
+
+    return [
+        {
+            "threshold": t,
+            "false_tool_rate": _rate(sum(kept(o, t) for o in expect_none), len(expect_none)),
+            "missed_tool_rate": _rate(sum(not kept(o, t) for o in expect_tool), len(expect_tool)),
+            "right_tool_rate": _rate(
+                sum(kept(o, t) and o.right_tool for o in expect_tool), len(expect_tool)
+            ),
+        }
+        for t in thresholds
+    ]
 
 
 def report(outcomes: Sequence[Outcome], tools: Sequence[str]) -> dict[str, Any]:
@@ -291,6 +360,8 @@ def report(outcomes: Sequence[Outcome], tools: Sequence[str]) -> dict[str, Any]:
     out.update({key: overall[key] for key in RATES})
     out["by_lang"] = by_lang
     out["confusion"] = overall["confusion"]
+    if any(o.opening_probability is not None for o in outcomes):
+        out["gate_curve"] = gate_curve(outcomes)
     return out
 
 

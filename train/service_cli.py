@@ -72,8 +72,14 @@ def _init(args: argparse.Namespace) -> int:
 
 
 def _add(args: argparse.Namespace) -> int:
-    from thau.train.queue import normalize
+    from thau.train_queue import normalize
 
+    if args.from_conversation:
+        return _add_from_conversation(args)
+    if args.turn is not None or args.fix is not None:
+        raise ConfigError("--turn and --fix go with --from-conversation ID")
+    if args.question is None or args.answer is None:
+        raise ConfigError("give QUESTION and ANSWER, or --from-conversation ID")
     record: dict[str, Any] = {"instruction": args.question, "output": args.answer}
     if args.input:
         record["input"] = args.input
@@ -89,8 +95,29 @@ def _add(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_from_conversation(args: argparse.Namespace) -> int:
+    """A turn of a saved chat, as it was or with ``--fix``: what ``/good`` and ``/fix`` do."""
+    from thau.chat import feedback
+    from thau.chat.conversation import Conversation
+    from thau.paths import data_dir
+    from thau.tools.registry import ToolRegistry
+
+    if args.question is not None or args.input or args.metadata:
+        raise ConfigError("--from-conversation takes no QUESTION, ANSWER, --input or --metadata")
+    conversation = Conversation.load(data_dir() / "conversations", args.from_conversation)
+    registry = ToolRegistry.from_entry_points()
+    done = feedback.correction(
+        conversation, registry, fix=args.fix, turn=args.turn, how="--fix TEXT"
+    )
+    service = _open()
+    new_id, new = service.store.add(done.example)
+    queued = feedback.Queued(new_id, new, service.store.counts()["pending"], service=True)
+    print(feedback.confirmation(done, queued))
+    return 0
+
+
 def _import(args: argparse.Namespace) -> int:
-    from thau.train.queue import parse_jsonl
+    from thau.train_queue import parse_jsonl
 
     if not args.file.is_file():
         raise ConfigError(f"{args.file} does not exist.")
@@ -212,11 +239,25 @@ def add_service_commands(sub: Any) -> None:
     p.add_argument("--force", action="store_true", help="replace existing settings")
     p.set_defaults(handler=_init)
 
-    p = sub.add_parser("add", help="queue one example")
-    p.add_argument("question", help="the instruction (the user's message)")
-    p.add_argument("answer", help="the reply the model should learn")
+    p = sub.add_parser(
+        "add",
+        help="queue one example",
+        description="Queue QUESTION with ANSWER, or a turn of a saved chat (--from-conversation)"
+        " with its context and system prompt, as it was or with --fix as the right reply.",
+    )
+    p.add_argument("question", nargs="?", help="the instruction (the user's message)")
+    p.add_argument("answer", nargs="?", help="the reply the model should learn")
     p.add_argument("--input", help="extra input appended to the instruction")
     p.add_argument("--metadata", help="a JSON object kept with the example")
+    p.add_argument(
+        "--from-conversation", metavar="ID", help="a saved conversation (id, prefix or file)"
+    )
+    p.add_argument("--turn", type=int, metavar="N", help="its Nth user message (default: last)")
+    p.add_argument(
+        "--fix",
+        metavar="TEXT",
+        help='the right reply: an answer, <TOOL:name>{...}</TOOL>, "no tool" or "no tool: TEXT"',
+    )
     p.set_defaults(handler=_add)
 
     p = sub.add_parser("import-data", help="queue the examples of a JSONL file")

@@ -52,6 +52,10 @@ class Reply:
     """With a status >= 400 (or alone: 500), the error message; else the in-stream one."""
     argument_pieces: int = 3
     """OpenAI: how many fragments each tool call's arguments are streamed in."""
+    calls_as_text: str | None = None
+    """Ollama: the model wrote ``tool_calls`` in a format the server's parser did not
+    take for a call (``hermes``, ``json`` or ``fenced``): they stay in ``content`` as
+    that text and no ``tool_calls`` are sent, as the real server does."""
 
     def http_error(self) -> tuple[int, str] | None:
         """``(status, message)`` when this reply is an HTTP error."""

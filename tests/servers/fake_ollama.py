@@ -5,12 +5,17 @@ Endpoints: ``GET /``, ``GET /api/version``, ``GET /api/tags``, ``POST /api/show`
 ``{"model", "created_at", "message": {"role": "assistant", "content"}, "done": false}``
 object per line, then a final ``"done": true`` object with ``done_reason`` and the
 timing counters. Errors are ``{"error": "..."}`` with the documented status codes.
+
+Native tool calls arrive in a ``message.tool_calls`` chunk. Like the real server, it can
+also leave a call it did not recognise as text in ``content``, with no ``tool_calls``
+(``Reply.calls_as_text``): what a model does when it writes its own trained format.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+from dataclasses import replace
 from typing import Any
 
 from tests.servers.base import Exchange, FakeServer, Recorded
@@ -20,6 +25,20 @@ CHATML_TEMPLATE = (
     "{{- range .Messages }}<|im_start|>{{ .Role }}\n{{ .Content }}<|im_end|>\n"
     "{{ end }}<|im_start|>assistant\n"
 )
+
+
+def written_call(call: dict[str, Any], style: str) -> str:
+    """A call as a model that is not THAU's writes it in its text: ``hermes``
+    (``<tool_call>...</tool_call>``, Qwen), ``json`` (the bare object, Llama) or
+    ``fenced`` (that object in a ```` ```json ```` block)."""
+    body = json.dumps({"name": call["name"], "arguments": call["arguments"]})
+    if style == "hermes":
+        return f"<tool_call>\n{body}\n</tool_call>"
+    if style == "fenced":
+        return f"```json\n{body}\n```"
+    if style == "json":
+        return body
+    raise ValueError(f"unknown call style {style!r}: use hermes, json or fenced")
 
 
 def full_name(name: str) -> str:
@@ -166,6 +185,10 @@ class FakeOllama(FakeServer):
             "eval_duration": 100_000_000,
         }
         calls = [self._tool_call(c) for c in reply.tool_calls or []]
+        if reply.calls_as_text and calls:
+            written = [written_call(c["function"], reply.calls_as_text) for c in calls]
+            reply = replace(reply, text=[*reply.text, *written], tool_calls=None)
+            calls = []
         if body.get("stream", True) is False:
             final["message"] = {"role": "assistant", "content": "".join(reply.text)}
             if calls:

@@ -23,7 +23,7 @@ def test_base_model_on_five_dev_cases(tmp_path: Path) -> None:
     with_tool = [c for c in cases if c.expected_tool]
     picked = with_tool[:3] + [c for c in cases if not c.expected_tool][:2]
     registry = builtin_registry()
-    backend = EmbeddedBackend(default_model_path(), None, n_ctx=1024, n_threads=1)
+    backend = EmbeddedBackend(default_model_path(), None, n_ctx=2048, n_threads=1)
     assert backend.adapter_path is None
     agent = evaluate.make_agent(backend, registry, max_tokens=32)
     # the system prompt thau-chat gives this model (the base, no adapter)

@@ -27,6 +27,7 @@ REPORT_KEYS = {
     "wrong_tool_rate",
     "json_valid_rate",
     "args_match_rate",
+    "answer_match_rate",
     "by_lang",
     "confusion",
 }
@@ -325,3 +326,63 @@ def test_the_holdout_set_asks_nothing_the_dev_set_asks() -> None:
         return {_norm(c.messages[-1]["content"]) for c in cases}
 
     assert asked("holdout").isdisjoint(asked("dev"))
+
+
+def answer_case(wanted: list[str], lang: str = "en") -> dict[str, Any]:
+    """A case that ends with a code result: the reply must state it."""
+    result = '{"tool":"code_execution","ok":true,"result":{"stdout":"5050\\n","exit_code":0}}'
+    return {
+        "messages": [
+            {"role": "user", "content": "Run sum(range(101))"},
+            {"role": "assistant", "content": '<TOOL:code_execution>{"code": "print(5050)"}</TOOL>'},
+            {"role": "tool", "content": result, "tool_name": "code_execution"},
+        ],
+        "expected_tool": None,
+        "expected_answer_contains": wanted,
+        "lang": lang,
+    }
+
+
+def test_answers_after_a_result_are_matched(registry: ToolRegistry) -> None:
+    replies = [
+        ["The sum is 5050."],  # right
+        ["La suma es ", "5050", "."],  # right, any of the strings, other language
+        ["I'll run it now."],  # does not state it
+        ['The sum is 5050. <TOOL:code_execution>{"code": "print(1)"}</TOOL>'],  # calls again
+    ]
+    raw = [answer_case(["5050"]), answer_case(["nothing", "5050"], "es"), answer_case(["5050"])]
+    raw.append(answer_case(["5050"]))
+    cases = [evaluate.parse_case(c) for c in raw]
+    agent = evaluate.make_agent(ScriptedBackend(replies), registry)
+    result, outcomes = evaluate.evaluate(agent, cases)
+    assert [o.answer_match for o in outcomes] == [True, True, False, False]
+    assert result["answer_match_rate"] == 0.5
+    assert result["by_lang"]["es"]["answer_match_rate"] == 1.0
+    sent = agent.backend.requests[0]["messages"]
+    assert sent[-1]["role"] == "tool"  # the model saw the result, not a new request
+    run_result, _, _ = run_script(registry)
+    assert run_result["answer_match_rate"] is None  # no case asks for an answer
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [[], [""], "5050", [5050]],
+)
+def test_expected_answer_contains_must_be_strings(bad: Any) -> None:
+    with pytest.raises(ValueError, match="expected_answer_contains"):
+        evaluate.parse_case({**answer_case(["x"]), "expected_answer_contains": bad})
+    with pytest.raises(ValueError, match="expects no tool call"):
+        evaluate.parse_case({**answer_case(["x"]), "expected_tool": "web_search"})
+
+
+def test_the_gate_curve_counts_refused_openings_as_no_call() -> None:
+    outcomes = [
+        evaluate.Outcome(0, "en", "web_search", "web_search", opening_probability=0.95),
+        evaluate.Outcome(1, "en", "web_search", "web_search", opening_probability=0.55),
+        evaluate.Outcome(2, "en", None, "generate_image", opening_probability=0.45),
+        evaluate.Outcome(3, "en", None, None),
+    ]
+    curve = {row["threshold"]: row for row in evaluate.gate_curve(outcomes, [0.0, 0.5, 0.9])}
+    assert curve[0.0]["false_tool_rate"] == 0.5 and curve[0.0]["missed_tool_rate"] == 0.0
+    assert curve[0.5]["false_tool_rate"] == 0.0 and curve[0.5]["missed_tool_rate"] == 0.0
+    assert curve[0.9]["missed_tool_rate"] == 0.5 and curve[0.9]["right_tool_rate"] == 0.5

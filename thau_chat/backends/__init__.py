@@ -27,14 +27,41 @@ def _ollama_host(settings: Settings) -> str:
     return settings.host or os.environ.get("OLLAMA_HOST") or DEFAULT_OLLAMA_HOST
 
 
-def _embedded(settings: Settings) -> Backend:
-    from thau.chat.backends.embedded import EmbeddedBackend
-
+def _embedded_base(settings: Settings) -> Path | None:
+    """The GGUF the settings name, or ``None`` for the default base."""
     model = settings.model
     if model and not (model.endswith(".gguf") or Path(model).expanduser().is_file()):
         model = None  # a server model name means nothing to llama.cpp
-    path = Path(model).expanduser() if model else None
-    return EmbeddedBackend(path, settings.adapter, n_ctx=min(settings.num_ctx, 8192))
+    return Path(model).expanduser() if model else None
+
+
+def _embedded(settings: Settings) -> Backend:
+    from thau.chat.adapters import choose_adapter
+    from thau.chat.backends.embedded import EmbeddedBackend, default_model_path
+
+    path = _embedded_base(settings)
+    choice = choose_adapter(settings.adapter, path, settings.data_dir)
+    return EmbeddedBackend(
+        path or default_model_path(), n_ctx=min(settings.num_ctx, 8192), adapter_choice=choice
+    )
+
+
+def _using(backend: Backend, lead: str = "Using") -> str:
+    """``Using <backend>.``, and why the promoted adapter was passed over, if it was."""
+    choice = getattr(backend, "adapter_choice", None)
+    why = f" (not the promoted version: {choice.note})" if choice and choice.note else ""
+    return f"{lead} {backend.describe()}{why}."
+
+
+def adapter_outdated(settings: Settings, backend: Backend) -> bool:
+    """Whether the embedded ``backend`` would now load another adapter (the training
+    service promoted a version since it was built); ``False`` for other backends."""
+    if getattr(backend, "name", "") != "embedded":
+        return False
+    from thau.chat.adapters import choose_adapter
+
+    choice = choose_adapter(settings.adapter, _embedded_base(settings), settings.data_dir)
+    return choice.path != getattr(backend, "adapter_path", None)
 
 
 def create_backend(settings: Settings) -> Selection:
@@ -42,7 +69,7 @@ def create_backend(settings: Settings) -> Selection:
     choice = settings.backend
     if choice == "embedded":
         backend = _embedded(settings)
-        return Selection(backend, f"Using {backend.describe()}.")
+        return Selection(backend, _using(backend))
     if choice == "openai":
         from thau.chat.backends.openai_compat import OpenAIBackend
 
@@ -60,7 +87,7 @@ def create_backend(settings: Settings) -> Selection:
         return Selection(ollama, f"Using Ollama at {host} ({model}).")
     if model.endswith(".gguf"):
         backend = _embedded(settings)
-        return Selection(backend, f"Using {backend.describe()}.")
+        return Selection(backend, _using(backend))
     if not ollama.is_available():
         why = f"Ollama is not answering at {host}"
     elif not ollama.has_model():
@@ -68,4 +95,4 @@ def create_backend(settings: Settings) -> Selection:
     else:
         return Selection(ollama, f"Using Ollama at {host} ({model}).")
     backend = _embedded(settings)
-    return Selection(backend, f"{why}; using {backend.describe()}.")
+    return Selection(backend, f"{why}; {_using(backend, 'using')}")

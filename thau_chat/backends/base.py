@@ -24,6 +24,9 @@ class GenerationOptions:
     (the final, tool-less step of a native-mode turn)."""
     tool_schemas: dict[str, dict[str, Any]] = field(default_factory=dict)
     """Argument schemas by tool name, for ``grammar_tools``."""
+    tool_gate: float | None = None
+    """Embedded only: the confidence gate. ``None``: off and unmeasured; ``0``: measure
+    each call's opening probability without refusing; ``p``: refuse openings below ``p``."""
 
 
 @dataclass

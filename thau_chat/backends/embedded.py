@@ -14,16 +14,25 @@ import re
 import threading
 import time
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Generator, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from thau import prompt_format
 from thau.chat.backends.base import Chunk, GenerationOptions
+from thau.chat.backends.tool_gate import (
+    MAX_REFUSALS,
+    GateDecision,
+    TokenRecorder,
+    opening_token_ids,
+)
 from thau.errors import BackendError, ModelNotFound
 from thau.prompt_format import Message
 
-_TAG_RE = re.compile(rf"<TOOL:({prompt_format.TOOL_NAME})>")
+if TYPE_CHECKING:
+    from thau.chat.adapters import AdapterChoice
+
 _OPEN_AT_END_RE = re.compile(rf"<TOOL:({prompt_format.TOOL_NAME})>\s*$")
 
 
@@ -62,11 +71,17 @@ class EmbeddedBackend:
         *,
         n_ctx: int = 4096,
         n_threads: int | None = None,
+        adapter_choice: AdapterChoice | None = None,
     ) -> None:
+        """``adapter_choice`` (see :mod:`thau.chat.adapters`) picks the adapter and says
+        where it comes from; it wins over ``adapter_path``."""
         self.model_path = Path(model_path) if model_path else default_model_path()
-        if adapter_path is None:
+        if adapter_choice is not None:
+            adapter_path = adapter_choice.path
+        elif adapter_path is None:
             adapter_path = default_adapter_path() if model_path is None else None
         self.adapter_path = Path(adapter_path) if adapter_path else None
+        self.adapter_choice = adapter_choice
         for path, what in ((self.model_path, "model"), (self.adapter_path, "adapter")):
             if path is not None and not path.is_file():
                 raise ModelNotFound(f"The {what} file {path} does not exist.")
@@ -76,9 +91,20 @@ class EmbeddedBackend:
         self.n_threads = n_threads or max(1, os.cpu_count() or 1)
         self._llm: Any = None
         self._lock = threading.Lock()
+        self._opening_ids: list[int] | None = None
+        self.gate_log: list[GateDecision] = []
+        """The gate's decisions in the last reply (the evaluator reads them)."""
+
+    @property
+    def adapter_label(self) -> str | None:
+        """``thau-135m-v3 (promoted …)``, ``thau-135m-lora.gguf (shipped)``, a file name;
+        ``None`` without an adapter."""
+        if self.adapter_path is None:
+            return None
+        return self.adapter_choice.label if self.adapter_choice else self.adapter_path.name
 
     def describe(self) -> str:
-        adapter = f" + adapter {self.adapter_path.name}" if self.adapter_path else ""
+        adapter = f", adapter: {self.adapter_label}" if self.adapter_path else ""
         return f"embedded llama.cpp: {self.model_path.name}{adapter}"
 
     def prefers_native_tools(self) -> bool:
@@ -125,6 +151,12 @@ class EmbeddedBackend:
             if text:
                 yield text
 
+    def opening_ids(self) -> list[int]:
+        """The tokens that can begin ``<TOOL:`` (found once per model)."""
+        if self._opening_ids is None:
+            self._opening_ids = opening_token_ids(self.llm)
+        return self._opening_ids
+
     def stream_chat(
         self,
         messages: Sequence[Message],
@@ -132,44 +164,158 @@ class EmbeddedBackend:
         tools: list[dict[str, Any]] | None = None,
         options: GenerationOptions,
     ) -> Iterator[Chunk]:
-        """Stream a reply; a trailing assistant message is continued (prefill)."""
+        """Stream a reply; a trailing assistant message is continued (prefill).
+
+        Text that may be the start of ``<TOOL:`` is held back until it is decided. With
+        ``options.tool_gate`` set, an opening whose first token the model gave less than
+        that probability is taken back and the reply goes on in plain text
+        (:mod:`thau.chat.backends.tool_gate`); with a grammar, the tool's name is then
+        limited to the registered tools and its body to the tool's JSON schema.
+        """
         prefill = ""
         if messages and messages[-1]["role"] == "assistant":
             prefill = messages[-1].get("content") or ""
             messages = messages[:-1]
         prompt = prompt_format.render_chatml(messages) + prefill
         start = time.perf_counter()
-        count = 0
-        generated = ""
+        self.gate_log = []
+        reply = _Reply()
         schemas = options.tool_schemas if options.grammar_tools else {}
         call_name = _open_call(prefill, schemas)
         if call_name is None:
-            stream = self._complete(prompt, options)
-            try:
-                for text in stream:
-                    count += 1
-                    before = len(generated)
-                    generated += text
-                    match = _TAG_RE.search(generated, max(0, before - 64)) if schemas else None
-                    if match and match.group(1) in schemas:
-                        call_name = match.group(1)
-                        yield Chunk(text=generated[before : match.end()])
-                        generated = generated[: match.end()]
-                        break
-                    yield Chunk(text=text)
-            finally:
-                stream.close()
+            opened = yield from self._text(prompt, options, schemas, reply)
+            if opened and schemas:
+                call_name = yield from self._tool_name(prompt, options, schemas, reply)
         if call_name is not None:
             grammar = _grammar_for(schemas[call_name])
             body_opts = GenerationOptions(
                 temperature=options.temperature, max_tokens=512, seed=options.seed
             )
-            for text in self._complete(prompt + generated, body_opts, grammar=grammar):
-                count += 1
+            for text in self._complete(prompt + reply.text, body_opts, grammar=grammar):
+                reply.count += 1
                 yield Chunk(text=text)
             yield Chunk(text=prompt_format.TOOL_CLOSE)
         elapsed = time.perf_counter() - start
-        yield Chunk(done=True, stats={"eval_count": count, "eval_duration": int(elapsed * 1e9)})
+        stats: dict[str, Any] = {"eval_count": reply.count, "eval_duration": int(elapsed * 1e9)}
+        if self.gate_log:
+            stats["tool_gate"] = [
+                {"probability": d.probability, "opened": d.opened} for d in self.gate_log
+            ]
+        yield Chunk(done=True, stats=stats)
+
+    def _text(
+        self, prompt: str, options: GenerationOptions, schemas: dict[str, Any], reply: _Reply
+    ) -> Generator[Chunk, None, bool]:
+        """Stream plain text into ``reply`` until the reply ends (``False``) or a call
+        opens with ``<TOOL:`` (``True``) when the rest is up to a grammar (``schemas``)."""
+        gate = options.tool_gate
+        refused = 0
+        while True:
+            recorder = None
+            extra: dict[str, Any] = {}
+            if gate is not None:
+                recorder = TokenRecorder(
+                    self.opening_ids(), ban_first=refused > 0, ban_always=refused >= MAX_REFUSALS
+                )
+                extra["logits_processor"] = _processors(recorder)
+            base = len(reply.text)
+            stream = self._complete(prompt + reply.text, options, **extra)
+            retry_from: int | None = None
+            try:
+                for text in stream:
+                    reply.count += 1
+                    reply.text += text
+                    at = reply.text.find(prompt_format.TOOL_OPEN, max(base, reply.shown - 8))
+                    if at < 0:
+                        yield from reply.release(held=_partial_open(reply.text, base))
+                        continue
+                    probability = None
+                    if recorder is not None:
+                        begin, probability = recorder.opening(
+                            self.llm, reply.text[base:], at - base
+                        )
+                        if gate and probability is not None and probability < gate:
+                            self.gate_log.append(GateDecision(probability, opened=False))
+                            retry_from = max(base + begin, reply.shown)
+                            break
+                    if recorder is not None:
+                        self.gate_log.append(GateDecision(probability, opened=True))
+                    if schemas:  # the name and the body come from grammars
+                        reply.text = reply.text[: at + len(prompt_format.TOOL_OPEN)]
+                        yield from reply.release()
+                        return True
+                    yield from reply.release()
+                    for more in stream:  # no grammar: the parser reads the rest
+                        reply.count += 1
+                        reply.text += more
+                        yield from reply.release()
+                    return False
+                else:
+                    yield from reply.release()
+                    return False
+            finally:
+                stream.close()
+            refused += 1
+            reply.text = reply.text[:retry_from]
+
+    def _tool_name(
+        self, prompt: str, options: GenerationOptions, schemas: dict[str, Any], reply: _Reply
+    ) -> Generator[Chunk, None, str | None]:
+        """After ``<TOOL:``: one of the registered names and ``>``, under a grammar."""
+        grammar = _name_grammar(sorted(schemas))
+        opts = GenerationOptions(temperature=options.temperature, max_tokens=24, seed=options.seed)
+        name = ""
+        for text in self._complete(prompt + reply.text, opts, grammar=grammar):
+            reply.count += 1
+            name += text
+            yield Chunk(text=text)
+        reply.text += name
+        chosen = name.removesuffix(">")
+        return chosen if chosen in schemas else None
+
+
+@dataclass
+class _Reply:
+    """The reply so far and how much of it has been shown."""
+
+    text: str = ""
+    shown: int = 0
+    count: int = 0
+
+    def release(self, held: int | None = None) -> Iterator[Chunk]:
+        """Show the text up to ``held`` (default: all of it)."""
+        end = len(self.text) if held is None else held
+        if end > self.shown:
+            yield Chunk(text=self.text[self.shown : end])
+            self.shown = end
+
+
+def _partial_open(text: str, base: int) -> int:
+    """Where a possible ``<TOOL:`` begins at the end of ``text``, with the whitespace
+    before it (a token such as `` <`` carries both), else the text's length."""
+    at = text.rfind("<", base)
+    if at >= 0 and prompt_format.TOOL_OPEN.startswith(text[at:]):
+        while at > base and text[at - 1].isspace():
+            at -= 1
+        return at
+    return len(text)
+
+
+def _processors(recorder: TokenRecorder) -> Any:
+    from llama_cpp import LogitsProcessorList
+
+    return LogitsProcessorList([recorder])
+
+
+def _name_grammar(names: list[str]) -> Any:
+    """``root ::= ("code_execution" | "web_search" | ...) ">"``."""
+    from llama_cpp import LlamaGrammar
+
+    key = "names:" + ",".join(names)
+    if key not in _GRAMMARS:
+        choices = " | ".join(json.dumps(name) for name in names)
+        _GRAMMARS[key] = LlamaGrammar.from_string(f'root ::= ({choices}) ">"', verbose=False)
+    return _GRAMMARS[key]
 
 
 def _open_call(text: str, schemas: dict[str, Any]) -> str | None:

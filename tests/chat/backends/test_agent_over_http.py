@@ -16,6 +16,7 @@ from tests.servers.fake_openai import FakeOpenAI
 from thau.chat.agent import Agent, TextDelta, ToolFinished, ToolStarted, TurnDone
 from thau.chat.backends.ollama import OllamaBackend
 from thau.chat.backends.openai_compat import OpenAIBackend
+from thau.chat.parser import ToolCall
 from thau.errors import StreamInterrupted
 from thau.prompt_format import Message
 from thau.tools.registry import ToolContext
@@ -106,3 +107,37 @@ def test_text_mode_cut_inside_a_tool_body(
     assert conv[-1]["role"] == "assistant"
     assert conv[-1]["content"] == 'Voy. <TOOL:echo>{"text": "ho [interrupted]'
     assert len(server.chat_requests) == 1
+
+
+@pytest.mark.parametrize("style", ["hermes", "json", "fenced"])
+@pytest.mark.parametrize("mode", ["native", "text"])
+def test_a_call_left_unparsed_in_ollama_content_still_runs(
+    style: str, mode: str, fake_ollama: FakeOllama, tmp_path: Path
+) -> None:
+    fake_ollama.script(Reply(tool_calls=[ECHO], calls_as_text=style), Reply(["Dice ", "holahola."]))
+    backend = OllamaBackend(fake_ollama.url, "qwen2.5:0.5b", 5)
+    conv: list[Message] = []
+    events = list(agent(backend, tmp_path, mode).run_turn(conv, "repite hola dos veces"))
+    (done,) = [e for e in events if isinstance(e, ToolFinished)]
+    assert done.outcome.ok and done.outcome.result == ECHO_RESULT
+    assert isinstance(done.call, ToolCall) and done.call.syntax == style
+    assert "".join(e.text for e in events if isinstance(e, TextDelta)) == "Dice holahola."
+    first = fake_ollama.chat_requests[0]
+    assert bool(first.get("tools")) == (mode == "native")
+    assert "tool_calls" not in conv[1] and '"name": "echo"' in conv[1]["content"]
+    assert conv[2]["role"] == "tool" and json.loads(conv[2]["content"])["ok"] is True
+    assert conv[-1] == {"role": "assistant", "content": "Dice holahola."}
+
+
+def test_an_unparsed_call_to_an_unknown_tool_is_reported(
+    fake_ollama: FakeOllama, tmp_path: Path
+) -> None:
+    wrong = {"name": "search_web", "arguments": {"query": "x"}}
+    fake_ollama.script(Reply(tool_calls=[wrong], calls_as_text="json"), Reply(["Perdón."]))
+    backend = OllamaBackend(fake_ollama.url, "qwen2.5:0.5b", 5)
+    conv: list[Message] = []
+    events = list(agent(backend, tmp_path, "native").run_turn(conv, "busca x"))
+    (done,) = [e for e in events if isinstance(e, ToolFinished)]
+    assert not done.outcome.ok and "unknown tool 'search_web'" in (done.outcome.error or "")
+    sent = fake_ollama.chat_requests[1]["messages"][-1]
+    assert sent["role"] == "tool" and "unknown tool 'search_web'" in sent["content"]

@@ -221,8 +221,8 @@ def test_tab_completes_slash_commands() -> None:
 
 def test_verbose_prints_turn_timings_and_toggles() -> None:
     chat = run_chat("one\r/verbose\rtwo\r/verbose\rthree\r" + EXIT, [["a"], ["b"], ["c"]])
-    first, rest = chat.screen.split("Timings after each answer: on.")
-    second, third = rest.split("Timings after each answer: off.")
+    first, rest = chat.screen.split("Timings and tool results' JSON after each answer: on.")
+    second, third = rest.split("Timings and tool results' JSON after each answer: off.")
     assert "tokens/s" not in first and " s · " not in first
     # the scripted backend reports 1 token per reply and no duration: count, no speed
     assert "· 1 token" in second and "1 tokens" not in second and " s · first token " in second

@@ -155,12 +155,13 @@ def test_streamed_answer_tool_panel_and_approval(
     assert "Hello there!" in chat.prompt()
     chat.say("echo please")
     shown = chat.prompt()
-    assert "tool echo" in shown and '"text": "ping"' in shown
-    assert "echo ok" in shown and '"echo": "ping"' in shown and "echoed" in shown
+    assert "tool echo" in shown and "text: ping" in shown
+    assert "echo ok" in shown and "echo: ping" in shown and "echoed" in shown
+    assert '"echo"' not in shown  # readable, not JSON
     chat.say("run code")
     assert "print(2 + 2)" in chat.expect("Run it? [y/N]")
     chat.say("y")
-    assert '"approved": true' in chat.prompt()
+    assert "approved: true" in chat.prompt()
     chat.say("run more")
     chat.expect("Run it? [y/N]")
     chat.say("n")
@@ -312,7 +313,7 @@ def test_every_slash_command(
     chat.say("/model other-model")
     assert "other-model" in chat.prompt()
     chat.say("/verbose")
-    assert "Timings after each answer: on." in chat.prompt()
+    assert "Timings and tool results' JSON after each answer: on." in chat.prompt()
     chat.say("and you?")
     shown = chat.prompt()
     assert "from the other model" in shown and "tokens/s" in shown
@@ -389,7 +390,7 @@ def test_piped_stdin_is_scriptable(
     )
     assert done.returncode == 0, done.stderr
     assert "Run it? [y/N] y" in done.stdout
-    assert '"approved": true' in done.stdout and "bye" in done.stdout
+    assert "approved: true" in done.stdout and "bye" in done.stdout
     assert "\x1b[" not in done.stdout  # no escapes when the output is not a terminal
     saved = json.loads(
         next((tmp_path / "data" / "thau" / "conversations").glob("*.json")).read_text()

@@ -12,8 +12,8 @@ from fastapi.testclient import TestClient
 from tests.train.service.conftest import good
 from thau.errors import ConfigError
 from thau.train.api import check_bind, create_app
-from thau.train.queue import normalize
 from thau.train.service import Scheduler, TrainingService
+from thau.train_queue import normalize
 
 KEY = "s3cret-token"
 AUTH = {"Authorization": f"Bearer {KEY}"}

@@ -11,7 +11,6 @@ import time
 from pathlib import Path
 
 from tests.train.service.conftest import SYSTEM, QualityTrainer, good, quality_evaluate
-from thau.train.queue import normalize
 from thau.train.service import (
     ProcessLock,
     ServiceConfig,
@@ -21,6 +20,7 @@ from thau.train.service import (
     pid_alive,
     subprocess_train,
 )
+from thau.train_queue import normalize
 
 ROOT = Path(__file__).resolve().parents[3]
 

@@ -12,7 +12,6 @@ from pathlib import Path
 import pytest
 
 from tests.train.service.conftest import SYSTEM, QualityTrainer, good, quality_evaluate, wrong
-from thau.train.queue import normalize
 from thau.train.service import (
     ProcessLock,
     Registered,
@@ -23,6 +22,7 @@ from thau.train.service import (
     export_register,
     regressions,
 )
+from thau.train_queue import normalize
 
 
 def add(service: TrainingService, records: list[dict]) -> None:

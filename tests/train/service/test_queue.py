@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from thau.train.queue import ExampleStore, InvalidExample, normalize, parse_jsonl
+from thau.train_queue import ExampleStore, InvalidExample, normalize, parse_jsonl
 
 
 def test_instruction_and_messages_formats_become_chats() -> None:

@@ -5,6 +5,9 @@ An example is either ``{"instruction", "input"?, "output"}`` or ``{"messages": [
 chat messages training uses. Its status moves ``pending -> training -> trained`` (or
 ``rejected`` when the model trained on it was not promoted); a crash leaves ``training``
 rows, which :meth:`ExampleStore.requeue_training` puts back to ``pending``.
+
+It sits on the bottom floor (the standard library only) because the chat queues its
+``/good`` and ``/fix`` corrections here too, through the same checks as the REST API.
 """
 
 from __future__ import annotations
