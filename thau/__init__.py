@@ -3,9 +3,9 @@
 The parts install under this one namespace: ``thau.chat`` (the runtime), ``thau.tools``
 (the registry and built-in tools), ``thau.train``, ``thau.export`` and ``thau.vision``.
 The modules here (``errors``, ``paths``, ``settings``, ``prompt_format``, ``jsonl``,
-``names``, ``resources``, and ``train_queue`` and ``train_service_files``, which the chat
-and the training service share) are the bottom floor: every part may import them, and
-they import no part.
+``resources``, ``http_security``, which the servers share, and ``train_queue``
+and ``train_service_files``, which the chat and the training service share) are the bottom
+floor: every part may import them, and they import no part.
 """
 
 from importlib.metadata import PackageNotFoundError, version

@@ -12,8 +12,6 @@ from __future__ import annotations
 import argparse
 import base64
 import contextlib
-import hmac
-import ipaddress
 import json
 import sys
 import threading
@@ -21,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from thau import __version__
+from thau.http_security import bearer_ok, is_loopback
 
 IMAGE_TYPES = {
     ".png": "image/png",
@@ -58,15 +57,6 @@ def parse_address(text: str) -> tuple[str, int]:
     if not port.isdigit() or not 0 < int(port) < 65536:
         raise ValueError(f"--http wants [HOST:]PORT with a port from 1 to 65535, not {text!r}")
     return host, int(port)
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 class ToolService:
@@ -126,12 +116,12 @@ class BearerToken:
 
     def __init__(self, app: Any, token: str) -> None:
         self.app = app
-        self.expected = f"Bearer {token}".encode()
+        self.token = token
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] == "http":
             given = dict(scope.get("headers") or []).get(b"authorization", b"")
-            if not hmac.compare_digest(given, self.expected):
+            if not bearer_ok(given.decode("latin-1"), self.token):
                 body = b'{"error": "missing or wrong bearer token (THAU_MCP_TOKEN)"}'
                 await send(
                     {

@@ -8,22 +8,17 @@ a request budget per minute, bodies are capped, and pydantic models check every 
 
 from __future__ import annotations
 
-import hmac
-import ipaddress
 import math
-import time
-from collections import deque
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any, Literal
 
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request, status
-from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, model_validator
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from thau import __version__
 from thau.errors import ConfigError
+from thau.http_security import BodySizeLimit, RateLimiter, bearer_ok, is_loopback
 from thau.prompt_format import TOOL_NAME
 from thau.train.service import Scheduler, TrainingService
 from thau.train_queue import MAX_MESSAGES, MAX_TEXT, Example, InvalidExample, normalize
@@ -90,16 +85,6 @@ class ActionOut(BaseModel):
 
 
 # -- security ------------------------------------------------------------------------------
-def is_loopback(host: str) -> bool:
-    """Whether binding ``host`` keeps the server on this machine."""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 def check_bind(host: str, api_key: str | None) -> None:
     """Refuse to serve beyond localhost without an API key."""
     if not is_loopback(host) and not api_key:
@@ -114,39 +99,12 @@ def require_key(request: Request) -> None:
     expected: str | None = request.app.state.api_key
     if not expected:
         return
-    scheme, _, given = request.headers.get("authorization", "").partition(" ")
-    if scheme.lower() != "bearer" or not hmac.compare_digest(
-        given.strip().encode(), expected.encode()
-    ):
+    if not bearer_ok(request.headers.get("authorization", ""), expected):
         raise HTTPException(
             status.HTTP_401_UNAUTHORIZED,
             detail=f"send `Authorization: Bearer <token>` with the server's {API_KEY_ENV}",
             headers={"WWW-Authenticate": "Bearer"},
         )
-
-
-class RateLimiter:
-    """At most ``limit`` requests per client in any ``window_s`` seconds (0: no limit)."""
-
-    def __init__(self, limit: int, window_s: float = 60.0) -> None:
-        self.limit = limit
-        self.window_s = window_s
-        self._hits: dict[str, deque[float]] = {}
-
-    def check(self, client: str) -> float | None:
-        """Count a request; the seconds to wait when over the limit, else ``None``."""
-        if self.limit <= 0:
-            return None
-        now = time.monotonic()
-        hits = self._hits.setdefault(client, deque())
-        while hits and now - hits[0] >= self.window_s:
-            hits.popleft()
-        if len(hits) >= self.limit:
-            return self.window_s - (now - hits[0])
-        hits.append(now)
-        if len(self._hits) > 10_000:  # forget idle clients
-            self._hits = {key: value for key, value in self._hits.items() if value}
-        return None
 
 
 def rate_limit(request: Request) -> None:
@@ -159,52 +117,6 @@ def rate_limit(request: Request) -> None:
             detail=f"rate limit: {limiter.limit} requests per {limiter.window_s:g} s",
             headers={"Retry-After": str(max(1, math.ceil(wait)))},
         )
-
-
-class BodyLimit:
-    """ASGI middleware: 413 for a request body over ``max_bytes`` (declared or sent)."""
-
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
-        self.app = app
-        self.max_bytes = max_bytes
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        declared = dict(scope.get("headers", [])).get(b"content-length", b"0").decode()
-        if declared.isdigit() and int(declared) > self.max_bytes:
-            await self._refuse(scope, receive, send)
-            return
-        chunks: list[bytes] = []
-        size = 0
-        while True:  # bodies here are small: read it all (up to the cap), then replay it
-            message = await receive()
-            if message["type"] != "http.request":
-                break
-            size += len(message.get("body", b""))
-            if size > self.max_bytes:
-                await self._refuse(scope, receive, send)
-                return
-            chunks.append(message.get("body", b""))
-            if not message.get("more_body", False):
-                break
-        replayed = False
-
-        async def replay() -> Message:
-            nonlocal replayed
-            if replayed:
-                return await receive()
-            replayed = True
-            return {"type": "http.request", "body": b"".join(chunks), "more_body": False}
-
-        await self.app(scope, replay, send)
-
-    async def _refuse(self, scope: Scope, receive: Receive, send: Send) -> None:
-        response = JSONResponse(
-            {"detail": f"request body larger than {self.max_bytes} bytes"}, status_code=413
-        )
-        await response(scope, receive, send)
 
 
 # -- routes --------------------------------------------------------------------------------
@@ -340,5 +252,5 @@ def create_app(
     app.state.api_key = api_key or None
     app.state.rate_limiter = RateLimiter(rate_limit_per_minute)
     app.include_router(router)
-    app.add_middleware(BodyLimit, max_bytes=max_body_bytes)
+    app.add_middleware(BodySizeLimit, max_bytes=max_body_bytes)
     return app

@@ -16,10 +16,11 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from thau import __version__
+from thau.http_security import BodySizeLimit, RateLimiter
 from thau.vision.engine import ImageGenerator
 from thau.vision.errors import InvalidParameter, VisionError
 from thau.vision.routers import health, openai_images, sdapi, vision
-from thau.vision.security import BodySizeLimit, RateLimiter
+from thau.vision.security import too_large_body
 from thau.vision.service import VisionService
 from thau.vision.settings import VisionSettings
 
@@ -60,7 +61,7 @@ def create_app(settings: VisionSettings, pipeline: Any = None) -> FastAPI:
             allow_methods=["GET", "POST"],
             allow_headers=["Authorization", "Content-Type"],
         )
-    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes, error_body=too_large_body)
     app.add_middleware(RequestMetrics, service=service)
     return app
 

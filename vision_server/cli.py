@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import ipaddress
 import logging
 import sys
 from collections.abc import Sequence
 
 from thau.errors import ConfigError
+from thau.http_security import is_loopback
 from thau.vision.model_defaults import CPU_MODEL, FAMILY_NAMES
 from thau.vision.schedulers import SCHEDULER_NAMES
 
@@ -97,7 +97,7 @@ def serve(args: argparse.Namespace) -> int:
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(levelname)s %(name)s: %(message)s"
     )
-    if not _is_loopback(settings.host) and settings.api_key is None:
+    if not is_loopback(settings.host) and settings.api_key is None:
         log.warning(
             "binding %s without an API key: anyone who can reach this address can generate "
             "images. Set THAU_VISION_API_KEY.",
@@ -114,12 +114,3 @@ def serve(args: argparse.Namespace) -> int:
         server_header=False,
     )
     return 0
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
