@@ -27,4 +27,4 @@ bench: setup
 
 chat: $(BIN)/python
 	$(BIN)/pip install --quiet -e .
-	$(BIN)/thau-chat --backend embedded --message "$(or $(MESSAGE),Hola, ¿qué puedes hacer?)"
+	$(BIN)/thau-chat --backend embedded --yes --message "$(or $(MESSAGE),Run this Python code and tell me what it prints: print(2**100))"

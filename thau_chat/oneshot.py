@@ -107,12 +107,7 @@ def run_once(
                 calls.append(call_record(event))
                 answer.clear()
                 if not quiet:
-                    outcome = event.outcome
-                    shown = dumps(outcome.result) if outcome.ok else f"error: {outcome.error}"
-                    if len(shown) > 2000:
-                        shown = shown[:2000] + " ..."
-                    status = "ok" if outcome.ok else "failed"
-                    out.write(f"[{outcome.name} -> {status}] {shown}\n")
+                    _show_result(out, event)
             elif isinstance(event, Notice) and not quiet:
                 print(event.message, file=sys.stderr)
             elif isinstance(event, TurnDone):
@@ -152,6 +147,18 @@ def run_once(
         print(f"thau-chat: error: {error}", file=sys.stderr)
         return 130 if interrupted else 1
     return 0
+
+
+def _show_result(out: Any, event: ToolFinished) -> None:
+    """A tool's result as the chat shows it (code output, numbered search results, where
+    the image is), as plain text: ``--json`` and ``--json-stream`` carry the JSON."""
+    from rich.console import Console
+
+    from thau.chat.result_views import ViewContext, view_result
+
+    shown = view_result(event.outcome, ViewContext(saved=event.full_result_path))
+    out.write(f"[{event.outcome.name} -> {shown.status or 'ok'}]\n")
+    Console(file=out, color_system=None, highlight=False, width=100).print(shown.body)
 
 
 def _failure(exc: BaseException) -> str:

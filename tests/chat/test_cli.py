@@ -55,8 +55,28 @@ def test_oneshot_prints_answer_and_tool_results(scripted: Script, capsys: Any) -
     assert cli.main(["--message", "repite hola"]) == 0
     out = capsys.readouterr().out
     assert '[echo] {"text":"hola"}' in out
-    assert '[echo -> ok] {"echo":"hola"}' in out
+    assert "[echo -> ok]\n" in out and "echo: hola" in out  # drawn for people, not JSON
+    assert '{"echo"' not in out
     assert out.rstrip().endswith("Dice hola.")
+
+
+def test_oneshot_shows_code_output_not_its_json() -> None:
+    """The README's first command: the code's output, the exit status only when not 0."""
+    import io
+
+    from thau.chat.agent import ToolFinished
+    from thau.chat.oneshot import _show_result
+    from thau.chat.parser import ToolCall
+    from thau.tools.registry import ToolOutcome
+
+    result = {"stdout": "42\n", "stderr": "", "exit_code": 0, "timed_out": False}
+    result |= {"signal": None, "stdout_truncated": False, "stderr_truncated": False}
+    result |= {"stdout_bytes": 3, "stderr_bytes": 0, "sandbox": "bwrap", "warning": None}
+    call = ToolCall("code_execution", {"code": "print(6 * 7)"}, raw="")
+    out = io.StringIO()
+    _show_result(out, ToolFinished(call, ToolOutcome("code_execution", True, result)))
+    assert out.getvalue().startswith("[code_execution -> ok]\n42")
+    assert "stdout_bytes" not in out.getvalue() and "exit_code" not in out.getvalue()
 
 
 def test_oneshot_json_document(scripted: Script, capsys: Any) -> None:
