@@ -18,11 +18,7 @@ from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
 from pydantic import ValidationError
-from pydantic_settings import (
-    BaseSettings,
-    PydanticBaseSettingsSource,
-    TomlConfigSettingsSource,
-)
+from pydantic_settings import BaseSettings, InitSettingsSource, PydanticBaseSettingsSource
 
 from thau import paths
 from thau.errors import ConfigError
@@ -45,9 +41,14 @@ class ThauSettings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        toml = TomlConfigSettingsSource(
-            settings_cls, toml_file=paths.config_file(), toml_table_header=cls.toml_table
-        )
+        table: Any = read_config_file()
+        for key in cls.toml_table:  # an absent table is empty, not an error
+            table = table.get(key, {}) if isinstance(table, dict) else table
+        if not isinstance(table, dict):
+            raise ValueError(
+                f"[{'.'.join(cls.toml_table)}] in {paths.config_file()} must be a table"
+            )
+        toml = InitSettingsSource(settings_cls, init_kwargs=table)
         return (init_settings, env_settings, toml)
 
 

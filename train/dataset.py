@@ -391,20 +391,21 @@ def _search_drafts(seeds: dict[str, Any], rng: random.Random, cfg: BuildConfig) 
             out.append(Draft("search-now", f"search/{tpl['id']}", lang, "search", messages))
     for item in seeds["exchanges"]:
         for lang in LANGS:
-            side = item[lang]
-            if "error" in item:
-                result = _result("web_search", error=item["error"])
-            else:
-                result = _result("web_search", search_result(side["query"], item["results"]))
-            messages = [
-                _user(side["user"]),
-                _call("web_search", {"query": side["query"]}),
-                result,
-                _assistant(side["answer"]),
-            ]
+            messages = search_exchange(item, lang)
             template = f"search/{item['id']}"
             out.append(Draft("search-exchange", template, lang, "search", messages))
     return out
+
+
+def search_exchange(item: dict[str, Any], lang: str) -> list[Message]:
+    """A search seed's whole exchange: request, call, results (or the error), answer."""
+    side = item[lang]
+    if "error" in item:
+        result = _result("web_search", error=item["error"])
+    else:
+        result = _result("web_search", search_result(side["query"], item["results"]))
+    call = _call("web_search", {"query": side["query"]})
+    return [_user(side["user"]), call, result, _assistant(side["answer"])]
 
 
 def _result_drafts(seeds: dict[str, Any], rng: random.Random) -> list[Draft]:
@@ -427,17 +428,7 @@ def _result_drafts(seeds: dict[str, Any], rng: random.Random) -> list[Draft]:
             out.append(Draft("result-code", f"result/{item['id']}", lang, "code", messages))
     for item in seeds["search"]:
         for lang in LANGS:
-            side = item[lang]
-            if "error" in item:
-                result = _result("web_search", error=item["error"])
-            else:
-                result = _result("web_search", search_result(side["query"], item["results"]))
-            messages = [
-                _user(side["user"]),
-                _call("web_search", {"query": side["query"]}),
-                result,
-                _assistant(side["answer"]),
-            ]
+            messages = search_exchange(item, lang)
             out.append(Draft("result-search", f"result/{item['id']}", lang, "search", messages))
     for item in seeds["image"]:
         args = {"prompt": item["prompt"]}

@@ -3,20 +3,16 @@
 
 from __future__ import annotations
 
-import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import (
-    BaseSettings,
-    InitSettingsSource,
-    PydanticBaseSettingsSource,
     SettingsConfigDict,
 )
 
 from thau import paths
-from thau.settings import build_settings
+from thau.settings import ThauSettings, build_settings
 from thau.vision.model_defaults import DefaultsChoice, FamilyName
 from thau.vision.schedulers import SchedulerName
 
@@ -31,8 +27,10 @@ def default_images_dir() -> Path:
     return paths.data_dir() / "images"
 
 
-class VisionSettings(BaseSettings):
+class VisionSettings(ThauSettings):
     """Everything ``thau-vision serve`` can be told."""
+
+    toml_table = (TOML_TABLE,)  # flags > THAU_VISION_* > [vision] of config.toml
 
     model_config = SettingsConfigDict(
         env_prefix="THAU_VISION_", extra="ignore", validate_default=True
@@ -94,30 +92,6 @@ class VisionSettings(BaseSettings):
     @property
     def cors_origin_list(self) -> list[str]:
         return [origin.strip() for origin in self.cors_origins.split(",") if origin.strip()]
-
-    @classmethod
-    def settings_customise_sources(
-        cls,
-        settings_cls: type[BaseSettings],
-        init_settings: PydanticBaseSettingsSource,
-        env_settings: PydanticBaseSettingsSource,
-        dotenv_settings: PydanticBaseSettingsSource,
-        file_secret_settings: PydanticBaseSettingsSource,
-    ) -> tuple[PydanticBaseSettingsSource, ...]:
-        toml = InitSettingsSource(settings_cls, init_kwargs=read_toml_table())
-        return (init_settings, env_settings, toml)
-
-
-def read_toml_table() -> dict[str, Any]:
-    """The ``[vision]`` table of ``config.toml`` (empty when the file or table is absent)."""
-    path = paths.config_file()
-    if not path.is_file():
-        return {}
-    with path.open("rb") as handle:
-        table = tomllib.load(handle).get(TOML_TABLE, {})
-    if not isinstance(table, dict):
-        raise ValueError(f"[{TOML_TABLE}] must be a table")
-    return table
 
 
 def load_settings(**overrides: Any) -> VisionSettings:
