@@ -306,23 +306,10 @@ class ToolCallParser:
                 self._started, self._braced = True, c == "{"
             if not self._braced:
                 continue
-            if self._quote:
-                if self._escape:
-                    self._escape = False
-                elif c == "\\":
-                    self._escape = True
-                elif c == self._quote:
-                    self._quote = ""
-            elif c in "\"'":
-                self._quote = c
-            elif c in "{[":
-                self._depth += 1
-            elif c in "}]":
-                self._depth -= 1
-                if self._depth <= 0:
-                    self._finish_body(events, "".join(body))
-                    self._state, self._after = "after", ""
-                    return i
+            if self._object_done(c):
+                self._finish_body(events, "".join(body))
+                self._state, self._after = "after", ""
+                return i
             if self._body_len > _MAX_BODY:
                 self._finish_body(events, "".join(body))
                 self._end_call()
