@@ -54,7 +54,7 @@ class Settings(ThauSettings):
         ge=0.0,
         le=1.0,
         description="embedded THAU adapters: open a tool call only when the model gives its "
-        "first token at least this probability (0: off; unset: the adapter's default)",
+        "first token at least this probability (0: measure only; unset: the default, off)",
     )
     num_ctx: int = Field(4096, ge=256, le=131072)
     timeout: float = Field(120.0, gt=0)

@@ -16,8 +16,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-DEFAULT_THRESHOLD = 0.0
-"""The gate of THAU adapters when no setting says otherwise (docs/default-adapter.md)."""
+DEFAULT_THRESHOLD: float | None = None
+"""The gate of THAU adapters when no setting says otherwise: off, not even measured,
+since no threshold paid on the shipped adapter's dev set (docs/default-adapter.md).
+A setting of 0 measures each opening without refusing (``thau-train eval`` uses it)."""
 
 MAX_REFUSALS = 3
 """After this many refused openings in one reply the opening tokens stay banned."""
