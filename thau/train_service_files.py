@@ -79,7 +79,7 @@ class ServiceConfig:
         return cls(**values)
 
     def save(self, path: Path) -> None:
-        write_json_atomic(path, asdict(self))
+        write_json(path, asdict(self))
 
 
 @dataclass(frozen=True)
@@ -128,11 +128,6 @@ class ServicePaths:
     @property
     def runs(self) -> Path:
         return self.root / "runs"
-
-
-def write_json_atomic(path: Path, value: Any) -> None:
-    """Write JSON to a temporary file, flush it to disk, and rename it over ``path``."""
-    write_json(path, value)
 
 
 def now_iso() -> str:

@@ -22,6 +22,7 @@ from pydantic import BaseModel, ConfigDict, create_model, model_validator
 from pydantic_core import PydanticCustomError
 
 from thau.errors import ToolError
+from thau.jsonl import atomic_write
 from thau.prompt_format import dumps, to_tool_name
 from thau.tools.mcp_models import RemoteResult, RemoteTool
 from thau.tools.registry import Tool, ToolContext
@@ -214,12 +215,9 @@ def _save_image(block: dict[str, Any], folder: Path, stem: str) -> Path | dict[s
     except (binascii.Error, ValueError):
         return {"type": "image", "mime_type": mime, "note": "not valid base64; not saved"}
     digest = hashlib.sha256(raw).hexdigest()[:16]
-    folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{stem}-{digest}{suffix}"
-    if not path.exists():
-        partial = path.with_suffix(path.suffix + ".part")
-        partial.write_bytes(raw)
-        partial.replace(path)
+    if not path.exists():  # the same image is kept once
+        atomic_write(path, raw)
     return path
 
 

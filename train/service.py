@@ -33,7 +33,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from thau.jsonl import atomic_write, dumps_jsonl, read_jsonl
+from thau.jsonl import atomic_write, dumps_jsonl, read_jsonl, write_json
 from thau.resources import datasets_dir
 from thau.train.process_lock import ProcessLock, pid_alive
 from thau.train.scheduler import Scheduler
@@ -59,7 +59,6 @@ from thau.train_service_files import (
     current_version,
     now_iso,
     read_state,
-    write_json_atomic,
 )
 
 __all__ = [  # the service's names, wherever they live
@@ -266,7 +265,7 @@ class TrainingService:
             return CycleResult("waiting", f"{pending} pending examples, {need} needed")
         run_id = f"{datetime.now(UTC):%Y%m%d-%H%M%S}-{uuid.uuid4().hex[:6]}"
         claimed = self.store.claim(run_id)
-        write_json_atomic(
+        write_json(
             self.paths.active_run,
             {"run_id": run_id, "pid": os.getpid(), "examples": len(claimed), "started": now_iso()},
         )
@@ -295,7 +294,7 @@ class TrainingService:
 
         def started(pid: int) -> None:
             info = json.loads(self.paths.active_run.read_text("utf-8"))
-            write_json_atomic(self.paths.active_run, {**info, "trainer_pid": pid})
+            write_json(self.paths.active_run, {**info, "trainer_pid": pid})
 
         job = TrainJob(
             preset=self.config.preset,
@@ -314,7 +313,7 @@ class TrainingService:
         baseline = current["metrics"] if current else state.get("baseline")
         if baseline is None:  # the first cycle: the start adapter (or the base) is the bar
             baseline = _metrics(self.steps.evaluate(start))
-            write_json_atomic(self.paths.state, {**state, "baseline": baseline})
+            write_json(self.paths.state, {**state, "baseline": baseline})
         result = CycleResult(
             "refused", run_id=run_id, examples=len(claimed), metrics=_metrics(report)
         )
@@ -364,7 +363,7 @@ class TrainingService:
         adapter = self.version_folder(current) / "adapter" if current else start
         metrics = _metrics(self.steps.evaluate_holdout(adapter))
         bar = {"version": key, "metrics": metrics}
-        write_json_atomic(self.paths.state, {**self.state(), "holdout_baseline": bar})
+        write_json(self.paths.state, {**self.state(), "holdout_baseline": bar})
         return metrics
 
     def _write_data(self, claimed: list[StoredExample], work: Path, salt: int) -> tuple[Path, Path]:
@@ -413,9 +412,9 @@ class TrainingService:
         shutil.copytree(adapter, staged / "adapter")
         if (adapter.parent / "adapter.gguf").is_file():  # the evaluation's GGUF, reused
             shutil.copy2(adapter.parent / "adapter.gguf", staged / "adapter.gguf")
-        write_json_atomic(staged / "report.json", report)
+        write_json(staged / "report.json", report)
         if holdout is not None:
-            write_json_atomic(staged / "holdout_report.json", holdout)
+            write_json(staged / "holdout_report.json", holdout)
         exported = self.steps.export(staged, self.config) if self.steps.export else {}
         final = self.paths.versions / run_id
         os.rename(staged, final)
@@ -437,11 +436,11 @@ class TrainingService:
             "created": now_iso(),
             "parent": state["current"],
         }
-        write_json_atomic(final / "meta.json", meta)
+        write_json(final / "meta.json", meta)
         state["versions"].append(meta)
         state["current"] = registered.number
         state["last_number"] = max(state["last_number"], registered.number)
-        write_json_atomic(self.paths.state, state)
+        write_json(self.paths.state, state)
         return registered, [registered.note] if registered.note else []
 
     # -- records and reports ---------------------------------------------------------------
