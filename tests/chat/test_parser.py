@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -9,8 +11,9 @@ from thau.chat.parser import TextChunk, ToolCall, ToolCallError, ToolCallParser,
 from thau.prompt_format import format_tool_call
 
 
-def run(chunks: list[str]) -> list[object]:
-    parser = ToolCallParser()
+def run(chunks: list[str], **kwargs: Any) -> list[object]:
+    """Feed ``chunks`` to a parser (``kwargs``: its options) and close it."""
+    parser = ToolCallParser(**kwargs)
     events: list[object] = []
     for chunk in chunks:
         events += parser.feed(chunk)

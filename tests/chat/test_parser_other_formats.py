@@ -9,26 +9,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from tests.chat.test_parser import calls_of, run, text_of
 from thau.chat.parser import TextChunk, ToolCall, ToolCallError, ToolCallParser, ToolCallStart
 
 SEARCH = {"name": "web_search", "arguments": {"query": "clima en Lima"}}
 BODY = json.dumps(SEARCH)
-
-
-def run(chunks: list[str], **kwargs: Any) -> list[object]:
-    parser = ToolCallParser(**kwargs)
-    events: list[object] = []
-    for chunk in chunks:
-        events += parser.feed(chunk)
-    return events + parser.close()
-
-
-def text_of(events: list[object]) -> str:
-    return "".join(e.text for e in events if isinstance(e, TextChunk))
-
-
-def calls_of(events: list[object]) -> list[object]:
-    return [e for e in events if isinstance(e, ToolCall | ToolCallError)]
 
 
 def one_call(events: list[object]) -> ToolCall:
