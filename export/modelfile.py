@@ -22,7 +22,7 @@ from typing import Any
 
 from thau import prompt_format
 from thau.export.errors import ExportError
-from thau.prompt_format import IM_END, IM_START, TOOL_CLOSE, TOOL_OPEN
+from thau.prompt_format import CHATML, GEMMA, TOOL_CLOSE, TOOL_OPEN, ChatTemplate
 from thau.resources import modelfiles_dir, shipped_adapters_dir, source_checkout
 
 
@@ -31,8 +31,10 @@ class Preset:
     """A THAU model: which base it adapts and how it is served."""
 
     name: str
-    ollama_base: str  # FROM for Ollama
+    ollama_base: str  # FROM for Ollama (a library model, or the packaged base's file)
     hf_base: str  # the Hugging Face base the adapter is trained on
+    template: ChatTemplate = CHATML
+    packaged_base: str | None = None  # thau.base_models name: FROM is that GGUF file
     num_ctx: int = 4096
     temperature: float = 0.2
     top_p: float = 0.9
@@ -62,7 +64,7 @@ class Preset:
             "top_k": self.top_k,
             "repeat_penalty": 1.0,
             "num_ctx": self.num_ctx,
-            "stop": stop_tokens(),
+            "stop": stop_tokens(self.template),
         }
 
 
@@ -72,6 +74,14 @@ PRESETS = {
     for p in (
         Preset("thau-135m", "smollm2:135m", "HuggingFaceTB/SmolLM2-135M-Instruct"),
         Preset("thau-360m", "smollm2:360m", "HuggingFaceTB/SmolLM2-360M-Instruct"),
+        # the pretrained Gemma base (Ollama's gemma3:270m is the instruction-tuned one)
+        Preset(
+            "thau-270m",
+            "gemma-3-270m-q4_k_m.gguf",
+            "google/gemma-3-270m",
+            template=GEMMA,
+            packaged_base="gemma3-270m",
+        ),
         Preset("thau-0.5b", "qwen2.5:0.5b", "Qwen/Qwen2.5-0.5B-Instruct"),
         Preset("thau-1.5b", "qwen2.5:1.5b", "Qwen/Qwen2.5-1.5B-Instruct"),
         Preset("thau-1b", "llama3.2:1b", "meta-llama/Llama-3.2-1B-Instruct"),
@@ -88,9 +98,9 @@ def preset(name: str) -> Preset:
     raise ExportError(f"No preset {name!r}; known: {', '.join(PRESETS)}.")
 
 
-def stop_tokens() -> list[str]:
+def stop_tokens(template: ChatTemplate = CHATML) -> list[str]:
     """The chat template's own markers; ``</TOOL>`` is deliberately not a stop."""
-    return list(dict.fromkeys([IM_START, *prompt_format.STOP_SEQUENCES]))
+    return [template.start, template.end]
 
 
 def default_system(tools: Sequence[Any] | None = None) -> str:
@@ -102,18 +112,28 @@ def default_system(tools: Sequence[Any] | None = None) -> str:
     return prompt_format.system_prompt(tools, style="short")
 
 
-def go_template() -> str:
-    """Ollama's ``TEMPLATE`` (Go text/template), equal to ``render_chatml``.
+def _go_role(template: ChatTemplate) -> str:
+    """``.Role`` in the template's own words (Gemma's assistant is ``model``)."""
+    role = "{{ .Role }}"
+    for thau_role, own in template.roles.items():
+        role = f'{{{{ if eq .Role "{thau_role}" }}}}{own}{{{{ else }}}}{role}{{{{ end }}}}'
+    return role
+
+
+def go_template(template: ChatTemplate = CHATML) -> str:
+    """Ollama's ``TEMPLATE`` (Go text/template), equal to ``render_chat`` in ``template``
+    (Ollama puts the BOS token first itself where the base wants one).
 
     A last assistant message stays open (Ollama continues it); otherwise the
     generation prompt follows the last message. With native ``tools`` the first
     system message ends with ``Tools: name(required, ...), ....`` as in the short
     system prompt.
     """
+    start, end = template.start, template.end
     return (
         "{{- range $i, $m := .Messages }}\n"
         "{{- $last := eq (len (slice $.Messages $i)) 1 }}"
-        f"{IM_START}{{{{ .Role }}}}\n"
+        f"{start}{_go_role(template)}\n"
         "{{ .Content }}\n"
         '{{- if and (eq $i 0) (eq .Role "system") $.Tools }} Tools:\n'
         "{{- range $j, $t := $.Tools }}{{ if $j }},{{ end }} {{ .Function.Name }}("
@@ -124,9 +144,9 @@ def go_template() -> str:
         "{{- range .ToolCalls }}"
         f"{TOOL_OPEN}{{{{ .Function.Name }}}}>{{{{ .Function.Arguments }}}}{TOOL_CLOSE}\n"
         "{{- end }}\n"
-        f'{{{{- if or (ne .Role "assistant") (not $last) }}}}{IM_END}\n'
+        f'{{{{- if or (ne .Role "assistant") (not $last) }}}}{end}\n'
         "{{ end }}\n"
-        f'{{{{- if and $last (ne .Role "assistant") }}}}{IM_START}assistant\n'
+        f'{{{{- if and $last (ne .Role "assistant") }}}}{start}{template.role("assistant")}\n'
         "{{ end }}\n"
         "{{- end }}"
     )
@@ -180,12 +200,23 @@ def build_modelfile(
     ``ADAPTER`` when given, its parameters, the short system prompt, the template."""
     chosen = preset(name)
     return Modelfile(
-        from_=from_ or chosen.ollama_base,
+        from_=from_ or ollama_base(chosen),
         adapter=str(adapter) if adapter else None,
         parameters=chosen.parameters(),
         system=default_system() if system is None else system,
+        template=go_template(chosen.template),
         header=header,
     )
+
+
+def ollama_base(chosen: Preset) -> str:
+    """What ``FROM`` names: the library model, or the packaged base's GGUF (assembled
+    offline, see :mod:`thau.base_models`)."""
+    if chosen.packaged_base is None:
+        return chosen.ollama_base
+    from thau.base_models import packaged_base_path
+
+    return str(packaged_base_path(chosen.packaged_base))
 
 
 def preset_modelfile(name: str, folder: Path | None = None) -> str:
@@ -199,14 +230,23 @@ def preset_modelfile(name: str, folder: Path | None = None) -> str:
     from_root = (
         chosen.adapter_file.relative_to(root).as_posix() if root else str(chosen.adapter_file)
     )
-    header = (
-        f"{chosen.name}: {chosen.hf_base} with the THAU LoRA adapter.\n"
-        "Rendered by `thau-export modelfile --all` from thau_chat/prompt_format.py; "
-        "do not edit by hand.\n"
-        f"First: thau-export adapter --adapter <trainer out>/adapter --out {from_root}\n"
-        f"Then:  ollama create {chosen.name} -f {folder.name}/{chosen.name}.Modelfile"
+    lines = [
+        f"{chosen.name}: {chosen.hf_base} with the THAU LoRA adapter.",
+        "Rendered by `thau-export modelfile --all` from thau/prompt_format.py; "
+        "do not edit by hand.",
+        f"First: thau-export adapter --adapter <trainer out>/adapter --out {from_root}",
+    ]
+    if chosen.packaged_base:
+        lines.append(
+            f"and:   thau-export base --name {chosen.name} --out "
+            f"{folder.name}/{chosen.ollama_base} (offline, from `pip install 'thau[gemma]'`)"
+        )
+        lines.append("Gemma is provided under the Gemma Terms of Use: ai.google.dev/gemma/terms")
+    lines.append(f"Then:  ollama create {chosen.name} -f {folder.name}/{chosen.name}.Modelfile")
+    modelfile = build_modelfile(
+        chosen.name, adapter=relative, from_=chosen.ollama_base, header="\n".join(lines)
     )
-    return build_modelfile(chosen.name, adapter=relative, header=header).render()
+    return modelfile.render()
 
 
 def render_presets(folder: Path) -> list[Path]:

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from thau.export.errors import ExportError, OllamaCreateFailed, OllamaUnreachable
-from thau.export.modelfile import build_modelfile, preset
+from thau.export.modelfile import build_modelfile, ollama_base, preset
 from thau.export.versions import ModelVersion, VersionRegistry
 
 DEFAULT_HOST = "http://localhost:11434"
@@ -127,7 +127,8 @@ def register(
             f"--adapter <trainer out>/adapter --out {adapter}`."
         )
     adapter = adapter.resolve()
-    base = from_ or chosen.ollama_base
+    base = from_ or ollama_base(chosen)
+    base_file = Path(base) if base.endswith(".gguf") else None  # a packaged base's GGUF
     registry = registry or VersionRegistry()
     answers = server_answers(host)
     version = registry.record(
@@ -148,11 +149,14 @@ def register(
         return Registration(version=version, created=False, modelfile=path, command=command)
     digest = upload_blob(host, adapter)
     client = ollama.Client(host=host)
+    source: dict[str, Any] = {"from_": base}
+    if base_file is not None:  # the server gets the file itself, as `ollama create` sends it
+        source = {"files": {base_file.name: upload_blob(host, base_file)}}
     statuses = _create(
         client,
         on_status,
         model=version.name,
-        from_=base,
+        **source,
         adapters={adapter.name: digest},
         system=modelfile.system,
         template=modelfile.template,

@@ -2,8 +2,8 @@
 
 Training, evaluation, export (Modelfile SYSTEM/TEMPLATE) and the runtime all import
 this module: the system prompt, how messages are rendered for the model's chat
-template (ChatML, as SmolLM2 and Qwen2.5 use), the tool-call syntax and the
-tool-result syntax.
+template (ChatML, as SmolLM2 and Qwen2.5 use, or Gemma's turns, chosen per base), the
+tool-call syntax and the tool-result syntax.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any, NotRequired, TypedDict
 
 TOOL_OPEN = "<TOOL:"
@@ -33,7 +34,44 @@ def to_tool_name(text: str) -> str:
 
 IM_START = "<|im_start|>"
 IM_END = "<|im_end|>"
-STOP_SEQUENCES = [IM_END]
+
+
+@dataclass(frozen=True)
+class ChatTemplate:
+    """How a base's chat turns are written: ``{start}{role}\n{text}{end}\n`` per message.
+
+    ``roles`` renames THAU's roles where the base has its own words (Gemma's assistant is
+    ``model``). ``bos``: the base wants its BOS token first; it is not in the text:
+    llama.cpp and Ollama add it when tokenizing, the trainer puts it in front of the ids.
+    """
+
+    name: str
+    start: str
+    end: str
+    roles: Mapping[str, str] = field(default_factory=dict)
+    bos: bool = False
+
+    def role(self, role: str) -> str:
+        return self.roles.get(role, role)
+
+    @property
+    def stops(self) -> list[str]:
+        """Where generation stops: the end of a turn, or the start of a new one."""
+        return [self.end, self.start]
+
+
+CHATML = ChatTemplate("chatml", IM_START, IM_END)
+# Gemma's own turn markers (real special tokens of its vocabulary); its template knows only
+# user and model turns, THAU adds system and tool turns written the same way
+GEMMA = ChatTemplate("gemma", "<start_of_turn>", "<end_of_turn>", {"assistant": "model"}, True)
+TEMPLATES = {t.name: t for t in (CHATML, GEMMA)}
+STOP_SEQUENCES = CHATML.stops[:1]
+
+
+def template_for(architecture: str | None) -> ChatTemplate:
+    """The chat template of a base, from its GGUF ``general.architecture`` or its
+    transformers ``model_type`` (``gemma3``, ``gemma3_text``: Gemma; else ChatML)."""
+    return GEMMA if (architecture or "").lower().startswith("gemma") else CHATML
 
 
 class Message(TypedDict):
@@ -127,24 +165,37 @@ def message_text(message: Mapping[str, Any]) -> str:
     return content
 
 
+def render_chat(
+    messages: Sequence[Mapping[str, Any]],
+    *,
+    add_generation_prompt: bool = True,
+    template: ChatTemplate = CHATML,
+) -> str:
+    """Render messages in ``template`` exactly as training does."""
+    start, end = template.start, template.end
+    out = [f"{start}{template.role(m['role'])}\n{message_text(m)}{end}\n" for m in messages]
+    if add_generation_prompt:
+        out.append(f"{start}{template.role('assistant')}\n")
+    return "".join(out)
+
+
 def render_chatml(
     messages: Sequence[Mapping[str, Any]], *, add_generation_prompt: bool = True
 ) -> str:
     """Render messages in ChatML exactly as training does."""
-    out = [f"{IM_START}{m['role']}\n{message_text(m)}{IM_END}\n" for m in messages]
-    if add_generation_prompt:
-        out.append(f"{IM_START}assistant\n")
-    return "".join(out)
+    return render_chat(messages, add_generation_prompt=add_generation_prompt)
 
 
-def assistant_spans(messages: Sequence[Mapping[str, Any]]) -> list[tuple[int, int]]:
-    """Character spans of ``render_chatml(messages, add_generation_prompt=False)``
-    that are assistant output (content plus the closing ``<|im_end|>``): the tokens
-    training puts loss on."""
+def assistant_spans(
+    messages: Sequence[Mapping[str, Any]], template: ChatTemplate = CHATML
+) -> list[tuple[int, int]]:
+    """Character spans of ``render_chat(messages, add_generation_prompt=False,
+    template=template)`` that are assistant output (content plus the turn's closing
+    marker): the tokens training puts loss on."""
     spans, pos = [], 0
     for m in messages:
-        head = f"{IM_START}{m['role']}\n"
-        body = f"{message_text(m)}{IM_END}"
+        head = f"{template.start}{template.role(m['role'])}\n"
+        body = f"{message_text(m)}{template.end}"
         start = pos + len(head)
         if m["role"] == "assistant":
             spans.append((start, start + len(body)))

@@ -29,6 +29,7 @@ from thau.paths import data_dir
 
 SIZES = {
     "135m": "smollm2-135m",
+    "270m": "gemma3-270m",
     "360m": "smollm2-360m",
     "0.5b": "qwen2.5-0.5b",
     "1b": "llama-3.2-1b",
@@ -54,13 +55,25 @@ class ServiceConfig:
     eval_cases: str | None = None  # None: the shipped dev set
     holdout_cases: str | None = None  # the gate's second set; None: the shipped holdout set
     eval_limit: int | None = None
-    base_gguf: str | None = None  # the base as GGUF for export/eval (None: SmolLM2-135M's)
+    base_gguf: str | None = None  # the base as GGUF for export/eval (None: the size's)
     # the LoRA (peft folder or GGUF) the first version trains from and must beat; None: base
     start_adapter: str | None = None
     train_overrides: dict[str, Any] = field(default_factory=dict)  # `thau-train run` flags
     ollama: bool = True  # register each promoted version where an Ollama server answers
     ollama_host: str | None = None
     seed: int = 0
+
+    def base_path(self) -> str | None:
+        """The base GGUF that export and eval use: ``base_gguf``, else the packaged base of
+        this size (``thau-270m``: Gemma 3 270M); ``None``: the default base."""
+        from thau.base_models import BY_SIZE, DEFAULT_BASE, packaged_base_path
+
+        if self.base_gguf:
+            return self.base_gguf
+        packaged = BY_SIZE.get(self.size)
+        if packaged is None or packaged.name == DEFAULT_BASE:
+            return None
+        return str(packaged_base_path(packaged.name))
 
     @classmethod
     def for_size(cls, size: str, **values: Any) -> ServiceConfig:

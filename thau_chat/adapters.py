@@ -2,9 +2,9 @@
 
 By default: the training service's promoted version when a service is set up in the data
 dir for the same base (``thau-train init``), else the adapter shipped in the package for
-the default base, else none. ``--adapter shipped`` and ``--adapter none`` force those;
-any other value is a GGUF path. Only the service's JSON files are read (no torch, no
-trainer), so the chat stays light.
+a packaged base (``thau-135m``, ``thau-270m``), else none. ``--adapter shipped`` and
+``--adapter none`` force those; any other value is a GGUF path. Only the service's JSON
+files are read (no torch, no trainer), so the chat stays light.
 """
 
 from __future__ import annotations
@@ -54,6 +54,31 @@ def _default_base() -> Path | None:
         return None
 
 
+def _packaged_path(size: str) -> Path | None:
+    """The GGUF of the packaged base of ``thau-<size>``, when it is installed."""
+    from thau.base_models import BY_SIZE, packaged_base_path
+
+    packaged = BY_SIZE.get(size)
+    try:
+        return packaged_base_path(packaged.name) if packaged else None
+    except ModelNotFound:
+        return None
+
+
+def shipped_adapter(base: Path | None) -> Path | None:
+    """The adapter shipped for ``base`` (None: the default base): ``thau-<size>-lora.gguf``
+    when ``base`` is the packaged base of that size."""
+    if base is None:
+        return default_adapter_path()
+    from thau.base_models import BY_SIZE
+
+    for size in BY_SIZE:
+        packaged = _packaged_path(size)
+        if packaged is not None and _same_file(base, packaged):
+            return default_adapter_path(size)
+    return None
+
+
 def _same_file(a: Path, b: Path) -> bool:
     try:
         return os.path.samefile(a, b)
@@ -85,10 +110,8 @@ def promoted_adapter(base: Path | None, data_dir: Path) -> AdapterChoice | None:
         why = f"the training service in {paths.root} is unreadable ({exc!r})"
         return AdapterChoice(None, "none", note=why)
     base = base or _default_base()
-    if config.base_gguf:
-        trains = Path(config.base_gguf)
-    else:  # the service's default base is SmolLM2-135M's GGUF
-        trains = _default_base() if config.size == "135m" else None
+    # the service trains its base_gguf, else the packaged base of its size
+    trains = Path(config.base_gguf) if config.base_gguf else _packaged_path(config.size)
     if version is None or base is None or trains is None or not _same_file(base, trains):
         return None
     if not gguf.is_file():
@@ -99,14 +122,16 @@ def promoted_adapter(base: Path | None, data_dir: Path) -> AdapterChoice | None:
 
 def choose_adapter(requested: str | None, base: Path | None, data_dir: Path) -> AdapterChoice:
     """The adapter for ``base`` (None: the default base): ``requested`` (a path,
-    ``shipped`` or ``none``) when given, else the promoted version, else the shipped
-    adapter (default base only), else none."""
+    ``shipped`` or ``none``) when given, else the promoted version, else the adapter
+    shipped for that base, else none."""
     if requested == NONE:
         return AdapterChoice(None, "none")
     if requested == SHIPPED:
-        shipped = default_adapter_path()
+        shipped = shipped_adapter(base)
         if shipped is None:
-            raise ModelNotFound("No adapter ships with this installation; reinstall THAU.")
+            raise ModelNotFound(
+                "No adapter ships for this base; pass --adapter PATH or --adapter none."
+            )
         return AdapterChoice(shipped, "shipped")
     if requested:
         return AdapterChoice(Path(requested).expanduser(), "given")
@@ -114,7 +139,7 @@ def choose_adapter(requested: str | None, base: Path | None, data_dir: Path) -> 
     if promoted is not None and promoted.path is not None:
         return promoted
     note = promoted.note if promoted is not None else ""
-    shipped = default_adapter_path() if base is None else None
+    shipped = shipped_adapter(base)
     if shipped is not None:
         return AdapterChoice(shipped, "shipped", note=note)
     return AdapterChoice(None, "none", note=note)

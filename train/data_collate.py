@@ -1,9 +1,10 @@
 """Examples to token batches: labels on assistant output only, length-grouped batches.
 
-Each example's messages are rendered with :func:`thau.prompt_format.render_chatml`
-and tokenized with character offsets; a token is labelled when it overlaps one of
-:func:`thau.prompt_format.assistant_spans` (assistant content plus its closing
-``<|im_end|>``). Everything else (system, user, tool results, role headers, padding) has
+Each example's messages are rendered with :func:`thau.prompt_format.render_chat` in the
+base's chat template and tokenized with character offsets (after the BOS token, for bases
+that want one); a token is labelled when it overlaps one of
+:func:`thau.prompt_format.assistant_spans` (assistant content plus its turn's closing
+marker). Everything else (BOS, system, user, tool results, role headers, padding) has
 label ``-100`` and carries no loss.
 
 Every example of the tool-calling set starts with the same system prompt, most of its
@@ -18,7 +19,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from thau.prompt_format import TOOL_CALL_RE, assistant_spans, render_chatml
+from thau.prompt_format import CHATML, TOOL_CALL_RE, ChatTemplate, assistant_spans, render_chat
 
 IGNORE = -100  # the label of a token that carries no loss
 
@@ -77,14 +78,21 @@ def overlaps(spans: Sequence[tuple[int, int]], offsets: Sequence[tuple[int, int]
 
 
 def encode_example(
-    messages: Sequence[Mapping[str, Any]], tokenizer: Any, max_length: int
+    messages: Sequence[Mapping[str, Any]],
+    tokenizer: Any,
+    max_length: int,
+    template: ChatTemplate = CHATML,
 ) -> Encoded | None:
     """Token ids and labels of one conversation; ``None`` when no label survives the cut."""
-    text = render_chatml(messages, add_generation_prompt=False)
-    spans = assistant_spans(messages)
+    text = render_chat(messages, add_generation_prompt=False, template=template)
+    spans = assistant_spans(messages, template)
     encoding = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
     ids: list[int] = encoding["input_ids"]
-    offsets = encoding["offset_mapping"]
+    offsets = list(encoding["offset_mapping"])
+    if template.bos:  # as llama.cpp and Ollama tokenize: BOS first, never labelled
+        if tokenizer.bos_token_id is None:
+            raise ValueError(f"The {template.name} template needs a BOS token; none is set.")
+        ids, offsets = [tokenizer.bos_token_id, *ids], [(0, 0), *offsets]
     labelled = overlaps(spans, offsets)
     labels = [token if keep else IGNORE for token, keep in zip(ids, labelled, strict=True)]
     arguments = overlaps(call_argument_spans(text, spans), offsets)
@@ -97,12 +105,15 @@ def encode_example(
 
 
 def encode_examples(
-    examples: Sequence[Mapping[str, Any]], tokenizer: Any, max_length: int
+    examples: Sequence[Mapping[str, Any]],
+    tokenizer: Any,
+    max_length: int,
+    template: ChatTemplate = CHATML,
 ) -> EncodedSet:
     """Tokenize every example of a split (``{"messages": [...]}`` objects)."""
     out = EncodedSet()
     for example in examples:
-        encoded = encode_example(example["messages"], tokenizer, max_length)
+        encoded = encode_example(example["messages"], tokenizer, max_length, template)
         if encoded is None:
             out.dropped += 1
             continue

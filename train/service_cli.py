@@ -54,10 +54,10 @@ def _init(args: argparse.Namespace) -> int:
     config = ServiceConfig.for_size(args.size, **{k: v for k, v in values.items() if v is not None})
     if args.preset:
         config.preset = args.preset
-    shipped = default_adapter_path()
+    shipped = default_adapter_path(args.size)
     if args.start_adapter:
         config.start_adapter = str(args.start_adapter.resolve())
-    elif shipped and args.size == "135m" and not (args.preset or args.base_gguf or args.from_base):
+    elif shipped and not (args.preset or args.base_gguf or args.from_base):
         config.start_adapter = str(shipped)  # what `thau-chat` runs today is the bar to clear
     config.ollama = not args.no_ollama
     for item in args.train_arg or []:

@@ -164,8 +164,9 @@ def make_subprocess_evaluate(config: ServiceConfig, cases: str | None = None) ->
     def evaluate(adapter: Path | None) -> dict[str, Any]:
         cmd = [sys.executable, "-m", "thau.train", "eval", "--backend", "embedded", "--json", "-q"]
         cmd += ["--cases", cases]
-        if config.base_gguf:
-            cmd += ["--model", config.base_gguf]
+        base = config.base_path()
+        if base:
+            cmd += ["--model", base]
         if config.eval_limit:
             cmd += ["--limit", str(config.eval_limit)]
         if adapter is None:  # the base alone, not what thau-chat would load
@@ -173,7 +174,7 @@ def make_subprocess_evaluate(config: ServiceConfig, cases: str | None = None) ->
         elif adapter.suffix == ".gguf":
             cmd += ["--adapter", str(adapter)]
         elif adapter is not None:
-            gguf = gguf_adapter(adapter, adapter.parent / "adapter.gguf", config.base_gguf)
+            gguf = gguf_adapter(adapter, adapter.parent / "adapter.gguf", base)
             cmd += ["--adapter", str(gguf)]
         return json.loads(_run(cmd, "evaluation"))
 
@@ -182,7 +183,7 @@ def make_subprocess_evaluate(config: ServiceConfig, cases: str | None = None) ->
 
 def gguf_export(folder: Path, config: ServiceConfig) -> dict[str, Any]:
     """The default export step: the adapter as GGUF inside the staged version folder."""
-    gguf = gguf_adapter(folder / "adapter", folder / "adapter.gguf", config.base_gguf)
+    gguf = gguf_adapter(folder / "adapter", folder / "adapter.gguf", config.base_path())
     return {"gguf_adapter": gguf.name}
 
 

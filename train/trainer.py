@@ -39,7 +39,7 @@ import torch.nn.functional as F
 
 from thau.errors import ConfigError, ThauError
 from thau.paths import data_dir
-from thau.train.base_model import load_model, load_tokenizer, resolve_base
+from thau.train.base_model import chat_template, load_model, load_tokenizer, resolve_base
 from thau.train.data_collate import IGNORE, LengthGroupedBatches, PadToLongest, encode_examples
 from thau.train.openmp_wait import wait_policy
 from thau.train.presets import EXPORTABLE_MODULES, TrainConfig, check_config, config_from_dict
@@ -590,8 +590,9 @@ def run_training(
     # -- data ---------------------------------------------------------------------------------
     source = resolve_base(config.base)
     tokenizer = load_tokenizer(source)
-    train_set = encode_examples(read_examples(train_path), tokenizer, config.max_length)
-    valid_set = encode_examples(read_examples(valid_path), tokenizer, config.max_length)
+    template = chat_template(source)
+    train_set = encode_examples(read_examples(train_path), tokenizer, config.max_length, template)
+    valid_set = encode_examples(read_examples(valid_path), tokenizer, config.max_length, template)
     if not train_set.examples:
         raise ConfigError(f"{train_path} has no example with an assistant reply.")
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
@@ -677,6 +678,7 @@ def run_training(
             "settings": config.as_dict(),
             "base": {
                 "source": source.describe(),
+                "chat_template": template.name,
                 "parameters": sum(p.numel() for p in peft_model.parameters()),
                 "trainable_parameters": sum(p.numel() for p in trainable),
             },

@@ -20,10 +20,14 @@ from thau.export.modelfile import (
     render_presets,
 )
 from thau.prompt_format import (
+    CHATML,
+    GEMMA,
     IM_END,
     IM_START,
+    ChatTemplate,
     format_tool_call,
     format_tool_result,
+    render_chat,
     render_chatml,
     system_prompt,
 )
@@ -78,11 +82,24 @@ def test_template_renders_every_role_like_render_chatml() -> None:
     assert rendered.count(IM_START) == len(messages) + 1
 
 
-def test_template_leaves_a_last_assistant_message_open() -> None:
+def test_gemma_template_renders_every_role_like_render_chat() -> None:
+    messages = every_role()
+    rendered = execute(go_template(GEMMA), ollama_values(messages))
+    assert rendered == render_chat(messages, template=GEMMA)
+    assert rendered.startswith("<start_of_turn>system\nYou are THAU")
+    assert "<start_of_turn>model\n<TOOL:generate_image>" in rendered
+    assert "<start_of_turn>tool\n" in rendered and "<start_of_turn>assistant" not in rendered
+    assert rendered.endswith("<end_of_turn>\n<start_of_turn>model\n")
+    assert rendered.count("<start_of_turn>") == len(messages) + 1
+    assert IM_START not in rendered and IM_END not in rendered
+
+
+@pytest.mark.parametrize("template", [CHATML, GEMMA], ids=lambda t: t.name)
+def test_template_leaves_a_last_assistant_message_open(template: ChatTemplate) -> None:
     messages = [*every_role()[:2], {"role": "assistant", "content": "<TOOL:generate_image>"}]
-    rendered = execute(go_template(), ollama_values(messages))
-    closed = render_chatml(messages, add_generation_prompt=False)
-    assert rendered == closed.removesuffix(f"{IM_END}\n")
+    rendered = execute(go_template(template), ollama_values(messages))
+    closed = render_chat(messages, add_generation_prompt=False, template=template)
+    assert rendered == closed.removesuffix(f"{template.end}\n")
 
 
 def test_native_tools_are_listed_like_the_short_prompt() -> None:
@@ -143,6 +160,18 @@ def test_modelfile_has_every_part() -> None:
     assert parsed["system"] == system_prompt(list(registry), style="short")
     assert parsed["template"] == go_template()
     assert ".Tools" in parsed["template"] and ".ToolCalls" in parsed["template"]
+
+
+def test_gemma_modelfile_runs_from_the_assembled_base_with_its_template() -> None:
+    from thau.base_models import packaged_base_path
+
+    parsed = parse_modelfile(build_modelfile("thau-270m", adapter="/m/a.gguf").render())
+    assert parsed["from"] == str(packaged_base_path("gemma3-270m"))
+    assert parsed["parameters"]["stop"] == ["<start_of_turn>", "<end_of_turn>"]
+    assert parsed["template"] == go_template(GEMMA)
+    shipped = parse_modelfile((modelfiles_dir() / "thau-270m.Modelfile").read_text("utf-8"))
+    assert shipped["from"] == "gemma-3-270m-q4_k_m.gguf"  # `thau-export base` puts it there
+    assert "Gemma Terms of Use" in preset_modelfile("thau-270m")
 
 
 def test_modelfile_without_adapter_and_with_another_base() -> None:

