@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from thau.prompt_format import CHATML, ChatTemplate
 from thau.train.data_collate import Encoded, PadToLongest, encode_example
 
 REQUESTS = ("Dibuja {}", "Hazme una imagen de {}")
@@ -42,7 +43,11 @@ def scene_nouns(seeds: dict[str, Any]) -> list[dict[str, str]]:
 
 
 def probe_rows(
-    nouns: Sequence[dict[str, str]], system: str, tokenizer: Any, requests: Sequence[str] = REQUESTS
+    nouns: Sequence[dict[str, str]],
+    system: str,
+    tokenizer: Any,
+    requests: Sequence[str] = REQUESTS,
+    template: ChatTemplate = CHATML,
 ) -> list[ProbeRow]:
     """Each noun in each request, with the span of the English noun in the reply."""
     from thau.train.dataset import with_article
@@ -57,7 +62,7 @@ def probe_rows(
                 {"role": "user", "content": request.format(noun["es"])},
                 {"role": "assistant", "content": reply},
             ]
-            encoded = encode_example(messages, tokenizer, max_length=10_000)
+            encoded = encode_example(messages, tokenizer, 10_000, template)
             if encoded is None:
                 raise ValueError(f"No reply tokens for {noun['es']!r}.")
             ids = encoded.input_ids
@@ -112,9 +117,10 @@ def score(model: Any, rows: Sequence[ProbeRow], batch_size: int = 64) -> dict[st
     }
 
 
-def load(adapter: Path | None, preset: str) -> tuple[Any, Any]:
-    """The preset's base (and ``adapter``: a peft folder or a GGUF LoRA) and its tokenizer."""
-    from thau.train.base_model import load_model, load_tokenizer, resolve_base
+def load(adapter: Path | None, preset: str) -> tuple[Any, Any, ChatTemplate]:
+    """The preset's base (and ``adapter``: a peft folder or a GGUF LoRA), its tokenizer
+    and its chat template."""
+    from thau.train.base_model import chat_template, load_model, load_tokenizer, resolve_base
     from thau.train.presets import load_preset
     from thau.train.trainer import add_lora, load_adapter_weights
 
@@ -124,7 +130,7 @@ def load(adapter: Path | None, preset: str) -> tuple[Any, Any]:
     if adapter is not None:
         model = add_lora(model, config)
         load_adapter_weights(adapter, model)
-    return model, load_tokenizer(source)
+    return model, load_tokenizer(source), chat_template(source)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -140,9 +146,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    model, tokenizer = load(args.adapter, args.preset)
+    model, tokenizer, template = load(args.adapter, args.preset)
     system = training_system_prompt()
-    result = score(model, probe_rows(scene_nouns(load_seeds()), system, tokenizer))
+    rows = probe_rows(scene_nouns(load_seeds()), system, tokenizer, template=template)
+    result = score(model, rows)
     if args.json:
         print(json.dumps(result, ensure_ascii=False, indent=2))
     else:

@@ -64,6 +64,26 @@ def test_register_uploads_the_blob_and_creates_the_model(
     assert stored[0].adapter_sha256 == digest.removeprefix("sha256:")
 
 
+def test_thau_270m_sends_its_gemma_base_as_a_file(server: FakeOllamaCreate, adapter: Path) -> None:
+    """Ollama's gemma3:270m is the instruction-tuned model: thau-270m is created from the
+    pretrained GGUF itself, uploaded as a blob, with Gemma's template and stops."""
+    from thau.base_models import packaged_base_path
+    from thau.prompt_format import GEMMA
+
+    base = packaged_base_path("gemma3-270m")
+    done = register("thau-270m", adapter=adapter, host=server.url)
+    base_digest = file_digest(base)
+    assert done.created and done.version.name == "thau-270m-v1"
+    assert len(server.blobs[base_digest]) == base.stat().st_size
+    versioned, _alias = server.created()
+    assert "from" not in versioned
+    assert versioned["files"] == {base.name: base_digest}
+    assert versioned["adapters"] == {adapter.name: file_digest(adapter)}
+    assert versioned["template"] == go_template(GEMMA)
+    assert versioned["parameters"]["stop"] == ["<start_of_turn>", "<end_of_turn>"]
+    assert VersionRegistry().list("270m")[0].base == str(base)
+
+
 def test_second_registration_is_v2_and_reuses_the_blob(
     server: FakeOllamaCreate, adapter: Path
 ) -> None:
