@@ -16,9 +16,7 @@ def shared_models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(autouse=True)
-def isolated_dirs(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, shared_models_dir: Path
-) -> Path:
+def isolated_dirs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, shared_models_dir: Path) -> Path:
     """Each test gets its own config and data dirs and no THAU_* settings; only the
     assembled base models are shared."""
     for key in list(os.environ):
