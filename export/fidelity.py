@@ -9,13 +9,24 @@ in llama.cpp is measured too, to show that the adapter really changes the model.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from thau.export.errors import ExportError
-from thau.export.gguf_base import base_info, open_gguf, unpermute_rows
-from thau.prompt_format import format_tool_call, format_tool_result, render_chatml
+from thau.export.gguf_base import BaseModelInfo, base_info, open_gguf, unpermute_rows
+from thau.prompt_format import (
+    CHATML,
+    ChatTemplate,
+    format_tool_call,
+    format_tool_result,
+    render_chat,
+)
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from thau.export.gguf_file import GGUFFile
 
 _CPP_TO_HF = {
     "attn_q": "self_attn.q_proj",
@@ -28,24 +39,80 @@ _CPP_TO_HF = {
     "attn_norm": "input_layernorm",
     "ffn_norm": "post_attention_layernorm",
 }
+# gemma3 blocks have four norms per layer, and RMS norms on each head of Q and K
+_GEMMA3_CPP_TO_HF = {
+    **_CPP_TO_HF,
+    "attn_q_norm": "self_attn.q_norm",
+    "attn_k_norm": "self_attn.k_norm",
+    "post_attention_norm": "post_attention_layernorm",
+    "ffn_norm": "pre_feedforward_layernorm",
+    "post_ffw_norm": "post_feedforward_layernorm",
+}
 LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
 
 def hf_model_from_gguf(path: str | Path) -> Any:
-    """A float32 ``LlamaForCausalLM`` holding the (dequantized) weights of a llama GGUF,
-    Q/K rows put back in HF order. Much faster than transformers' GGUF loader, which
-    also converts the 49k-token tokenizer."""
-    import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
-
+    """A float32 transformers model holding the (dequantized) weights of a ``llama`` or
+    ``gemma3`` GGUF (chosen by ``general.architecture``). Much faster than transformers'
+    GGUF loader, which also converts the whole tokenizer."""
     reader = open_gguf(path)
     base = base_info(reader)
-    if base.arch != "llama":
-        raise ExportError(f"{path} is a {base.arch} model; only llama is rebuilt here.")
+    if base.arch == "llama":
+        return _llama_from_gguf(reader, base)
+    if base.arch == "gemma3":
+        return _gemma3_from_gguf(reader, base)
+    raise ExportError(f"{path} is a {base.arch} model; only llama and gemma3 are rebuilt here.")
+
+
+def _hf_state(
+    reader: GGUFFile, names: dict[str, str], convert: Callable[[str, np.ndarray], np.ndarray]
+) -> dict[str, Any]:
+    """The GGUF's tensors under transformers' names; ``names`` maps a block tensor
+    (``attn_q``) to its module, ``convert(cpp_name, data)`` adapts its values."""
+    import torch
+
+    state = {}
+    for info in reader.tensors:
+        data = reader.f32(info)
+        parts = info.name.split(".")
+        if info.name == "token_embd.weight":
+            key = "model.embed_tokens.weight"
+        elif info.name == "output_norm.weight":
+            key = "model.norm.weight"
+        elif info.name == "output.weight":
+            key = "lm_head.weight"
+        elif parts[0] == "blk" and parts[2] in names:
+            key = f"model.layers.{parts[1]}.{names[parts[2]]}.weight"
+        else:
+            raise ExportError(f"{reader.path} holds {info.name}, which the model has no place for.")
+        state[key] = torch.from_numpy(convert(parts[-2], data).copy())
+    return state
+
+
+def _with_weights(model_class: Any, config: Any, state: dict[str, Any], path: Path) -> Any:
+    """``model_class(config)`` holding ``state`` (the output tied to the embedding when
+    ``state`` has no ``lm_head``), in eval mode."""
+    try:  # skip the random init of weights that are replaced right away
+        from transformers.initialization import no_init_weights
+    except ImportError:  # transformers 4.x
+        from transformers.modeling_utils import no_init_weights
+    with no_init_weights():
+        model = model_class(config)
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if unexpected or [m for m in missing if m != "lm_head.weight"]:
+        raise ExportError(f"{path}: missing {missing}, unexpected {unexpected}.")
+    model.tie_weights()
+    return model.eval()
+
+
+def _llama_from_gguf(reader: GGUFFile, base: BaseModelInfo) -> Any:
+    """A ``LlamaForCausalLM``, Q/K rows put back in HF order."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
     get = reader.get
-    tensors = {t.name: t for t in reader.tensors}
+    names = {t.name for t in reader.tensors}
     config = LlamaConfig(
-        vocab_size=tensors["token_embd.weight"].shape[0],
+        vocab_size=reader.tensor("token_embd.weight").shape[0],
         hidden_size=get("llama.embedding_length"),
         intermediate_size=get("llama.feed_forward_length"),
         num_hidden_layers=base.block_count,
@@ -54,40 +121,89 @@ def hf_model_from_gguf(path: str | Path) -> Any:
         max_position_embeddings=get("llama.context_length", 2048),
         rms_norm_eps=get("llama.attention.layer_norm_rms_epsilon", 1e-5),
         rope_theta=get("llama.rope.freq_base", 10000.0),
-        tie_word_embeddings="output.weight" not in tensors,
+        tie_word_embeddings="output.weight" not in names,
         bos_token_id=get("tokenizer.ggml.bos_token_id"),
         eos_token_id=get("tokenizer.ggml.eos_token_id"),
     )
-    state = {}
-    for name, info in tensors.items():
-        data = reader.f32(info)
-        parts = name.split(".")
-        if name == "token_embd.weight":
-            key = "model.embed_tokens.weight"
-        elif name == "output_norm.weight":
-            key = "model.norm.weight"
-        elif name == "output.weight":
-            key = "lm_head.weight"
-        elif parts[0] == "blk" and parts[2] in _CPP_TO_HF:
-            key = f"model.layers.{parts[1]}.{_CPP_TO_HF[parts[2]]}.weight"
-            if parts[2] == "attn_q":
-                data = unpermute_rows(data, base.n_head)
-            elif parts[2] == "attn_k":
-                data = unpermute_rows(data, base.n_head_kv)
-        else:
-            raise ExportError(f"{path} holds {name}, which a plain llama model has no place for.")
-        state[key] = torch.from_numpy(data.copy())
-    try:  # skip the random init of weights that are replaced right away
-        from transformers.initialization import no_init_weights
-    except ImportError:  # transformers 4.x
-        from transformers.modeling_utils import no_init_weights
-    with no_init_weights():
-        model = LlamaForCausalLM(config)
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    if unexpected or [m for m in missing if m != "lm_head.weight"]:
-        raise ExportError(f"{path}: missing {missing}, unexpected {unexpected}.")
-    model.tie_weights()
-    return model.eval()
+
+    def convert(name: str, data: np.ndarray) -> np.ndarray:
+        if name == "attn_q":
+            return unpermute_rows(data, base.n_head)
+        if name == "attn_k":
+            return unpermute_rows(data, base.n_head_kv)
+        return data
+
+    state = _hf_state(reader, _CPP_TO_HF, convert)
+    return _with_weights(LlamaForCausalLM, config, state, reader.path)
+
+
+def gemma3_layer_types(reader: GGUFFile, block_count: int) -> list[str]:
+    """Which layers attend through the sliding window, as llama.cpp decides it:
+    ``gemma3.attention.sliding_window_pattern`` (a period, or one flag per layer),
+    by default every 6th layer global."""
+    pattern = reader.get("gemma3.attention.sliding_window_pattern", 6)
+    if isinstance(pattern, list):
+        sliding = [bool(flag) for flag in pattern]
+    else:
+        period = int(pattern)
+        sliding = [period > 0 and layer % period < period - 1 for layer in range(block_count)]
+    return ["sliding_attention" if s else "full_attention" for s in sliding]
+
+
+def _gemma3_from_gguf(reader: GGUFFile, base: BaseModelInfo) -> Any:
+    """A ``Gemma3ForCausalLM``: llama.cpp's norm weights minus 1 (HF's Gemma norms
+    multiply by ``1 + w``), Q/K rows as stored, attention scaled like llama.cpp does."""
+    from transformers import Gemma3ForCausalLM, Gemma3TextConfig
+
+    get = reader.get
+    path = reader.path
+    hidden = int(get("gemma3.embedding_length"))
+    head_dim = int(get("gemma3.attention.key_length", hidden // base.n_head))
+    window = get("gemma3.attention.sliding_window")
+    if not window:
+        raise ExportError(f"{path} has no gemma3.attention.sliding_window.")
+    full_rope: dict[str, Any] = {
+        "rope_type": "default",
+        "rope_theta": float(get("gemma3.rope.freq_base", 10000.0)),
+    }
+    scaling = get("gemma3.rope.scaling.type", "none")
+    if scaling == "linear":
+        full_rope |= {"rope_type": "linear", "factor": float(get("gemma3.rope.scaling.factor"))}
+    elif scaling != "none":
+        raise ExportError(f"{path}: rope scaling {scaling!r} is not rebuilt here.")
+    sliding_rope = {
+        "rope_type": "default",
+        "rope_theta": float(get("gemma3.rope.freq_base_swa", 10000.0)),
+    }
+    names = {t.name for t in reader.tensors}
+    config = Gemma3TextConfig(
+        vocab_size=reader.tensor("token_embd.weight").shape[0],
+        hidden_size=hidden,
+        intermediate_size=get("gemma3.feed_forward_length"),
+        num_hidden_layers=base.block_count,
+        num_attention_heads=base.n_head,
+        num_key_value_heads=base.n_head_kv,
+        head_dim=head_dim,
+        # llama.cpp scales by 1 / sqrt(head_dim), except for the 62-layer 27B
+        query_pre_attn_scalar=hidden // base.n_head if base.block_count == 62 else head_dim,
+        sliding_window=int(window),
+        layer_types=gemma3_layer_types(reader, base.block_count),
+        rope_parameters={"full_attention": full_rope, "sliding_attention": sliding_rope},
+        max_position_embeddings=get("gemma3.context_length", 32768),
+        rms_norm_eps=get("gemma3.attention.layer_norm_rms_epsilon", 1e-6),
+        tie_word_embeddings="output.weight" not in names,
+        bos_token_id=get("tokenizer.ggml.bos_token_id"),
+        eos_token_id=get("tokenizer.ggml.eos_token_id"),
+        pad_token_id=get("tokenizer.ggml.padding_token_id"),
+    )
+
+    def convert(name: str, data: np.ndarray) -> np.ndarray:
+        import numpy as np
+
+        return data - np.float32(1.0) if name.endswith("norm") else data
+
+    state = _hf_state(reader, _GEMMA3_CPP_TO_HF, convert)
+    return _with_weights(Gemma3ForCausalLM, config, state, path)
 
 
 def random_lora(model: Any, *, rank: int = 8, alpha: float = 16.0, std: float = 0.05) -> Any:
@@ -218,6 +334,13 @@ def _logits(llm: Any, ids: list[int]) -> Any:
     return np.array(llm.scores[: len(ids)], dtype=np.float32)
 
 
+def chat_ids(llm: Any, chat: Sequence[dict[str, Any]], template: ChatTemplate) -> list[int]:
+    """``chat`` rendered in ``template`` and tokenized by ``llm`` as training sees it:
+    special tokens parsed, BOS first when the template wants it."""
+    text = render_chat(chat, add_generation_prompt=False, template=template)
+    return llm.tokenize(text.encode("utf-8"), add_bos=template.bos, special=True)
+
+
 def compare_merged(
     base_gguf: str | Path,
     adapter_gguf: str | Path,
@@ -225,8 +348,10 @@ def compare_merged(
     chats: Sequence[Sequence[dict[str, Any]]],
     *,
     n_threads: int = 2,
+    template: ChatTemplate = CHATML,
 ) -> dict[str, Any]:
-    """Top-1 agreement of a merged GGUF with base + GGUF adapter, both in llama.cpp."""
+    """Top-1 agreement of a merged GGUF with base + GGUF adapter, both in llama.cpp,
+    over ``chats`` rendered in ``template``."""
     import numpy as np
 
     reference = _llama(base_gguf, adapter_gguf, n_threads)
@@ -234,8 +359,7 @@ def compare_merged(
     agree = positions = 0
     gap = 0.0
     for chat in chats:
-        text = render_chatml(chat, add_generation_prompt=False)
-        ids = reference.tokenize(text.encode("utf-8"), add_bos=False, special=True)
+        ids = chat_ids(reference, chat, template)
         want, got = _logits(reference, ids), _logits(merged, ids)
         agree += int((want.argmax(1) == got.argmax(1)).sum())
         positions += len(ids)
@@ -250,9 +374,10 @@ def compare(
     chats: Sequence[Sequence[dict[str, Any]]],
     *,
     n_threads: int = 2,
+    template: ChatTemplate = CHATML,
 ) -> dict[str, Any]:
     """Teacher-forced top-1 agreement of llama.cpp (base + GGUF adapter) with
-    transformers + peft over ``chats`` rendered by ``render_chatml``; also llama.cpp's
+    transformers + peft over ``chats`` rendered in ``template``; also llama.cpp's
     base alone against the adapted reference (how much the adapter acts) and against
     transformers' base (how faithful the base itself is). Figures as a dict."""
     import numpy as np
@@ -263,8 +388,7 @@ def compare(
     plain = _llama(base_gguf, None, n_threads)
     rows = []
     for chat in chats:
-        text = render_chatml(chat, add_generation_prompt=False)
-        ids = adapted.tokenize(text.encode("utf-8"), add_bos=False, special=True)
+        ids = chat_ids(adapted, chat, template)
         with torch.no_grad():
             reference = peft_model(input_ids=torch.tensor([ids])).logits[0].float().numpy()
             with peft_model.disable_adapter():

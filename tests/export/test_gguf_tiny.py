@@ -25,6 +25,7 @@ from tests.export.tiny_llama import (
     write_gguf_base,
 )
 from thau.export.cli import main
+from thau.export.fidelity import hf_model_from_gguf
 from thau.export.gguf_adapter import export_adapter
 from thau.export.gguf_file import GGUFFile
 from thau.export.gguf_merge import export_merged_gguf, export_merged_safetensors
@@ -78,6 +79,20 @@ def test_base_layout_is_llama_cpp_s(tiny: Tiny) -> None:
         [hf_logits(model, s) for s in tiny.sequences],
     )
     assert share == 1.0 and gap < 0.05
+
+
+def test_hf_model_from_gguf_rebuilds_llama(tiny: Tiny) -> None:
+    """The export's own GGUF reader (Q/K rows unpermuted) gives back the original model."""
+    original = tiny_llama()
+    rebuilt = hf_model_from_gguf(tiny.base)
+    assert type(rebuilt).__name__ == "LlamaForCausalLM"
+    weights = rebuilt.state_dict()
+    for name, weight in original.state_dict().items():
+        assert np.array_equal(weights[name].numpy(), weight.numpy()), name
+    for tokens in tiny.sequences:
+        np.testing.assert_allclose(
+            hf_logits(rebuilt, tokens), hf_logits(original, tokens), atol=1e-5
+        )
 
 
 def test_adapter_file_follows_llama_cpp_s_convention(tiny: Tiny) -> None:
