@@ -180,6 +180,15 @@ def test_tool_body_strings_cannot_close_the_tag() -> None:
     assert '"<"+' in char and "\\x00-\\x1F" in char
 
 
+def test_tool_body_grammar_ends_with_the_closing_tag() -> None:
+    """A tokenizer may write the last brace and the tag as one token (Gemma's ``}</``);
+    the grammar takes the tag in, so that token stays allowed."""
+    gbnf = tool_body_gbnf({"type": "object", "properties": {"code": {"type": "string"}}})
+    rules = dict(line.split(" ::= ", 1) for line in gbnf.splitlines())
+    assert rules["root"] == 'call-body "</TOOL>"'
+    assert rules["call-body"].startswith('"{"')
+
+
 def test_a_code_body_that_runs_on_stays_one_valid_call() -> None:
     """The shipped adapter, greedy, once escapes the quote that should close this code and
     runs on; unconstrained it then writes "</TOOL>" inside the string. The grammar keeps the

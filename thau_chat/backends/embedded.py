@@ -190,10 +190,13 @@ class EmbeddedBackend:
             body_opts = GenerationOptions(
                 temperature=options.temperature, max_tokens=512, seed=options.seed
             )
+            body = ""
             for text in self._complete(prompt + reply.text, body_opts, grammar=grammar):
                 reply.count += 1
+                body += text
                 yield Chunk(text=text)
-            yield Chunk(text=prompt_format.TOOL_CLOSE)
+            if not body.endswith(prompt_format.TOOL_CLOSE):  # cut short, or no grammar
+                yield Chunk(text=prompt_format.TOOL_CLOSE)
         elapsed = time.perf_counter() - start
         stats: dict[str, Any] = {"eval_count": reply.count, "eval_duration": int(elapsed * 1e9)}
         if self.gate_log:
@@ -355,14 +358,26 @@ _TAG_SAFE_CHAR = (
 
 
 def tool_body_gbnf(schema: dict[str, Any]) -> str:
-    """The GBNF for a tool call's body: JSON of ``schema`` whose strings never hold ``</``."""
+    """The GBNF for the rest of a tool call: JSON of ``schema`` whose strings never hold
+    ``</``, then ``</TOOL>``. The closing tag is part of the grammar because a tokenizer
+    may write the object's last brace and the tag's start as one token (Gemma's ``}</``):
+    a grammar that ended at ``}`` would forbid that token and push the model into more
+    arguments."""
     from llama_cpp.llama_grammar import json_schema_to_gbnf
 
     gbnf = json_schema_to_gbnf(json.dumps(grammar_schema(schema), sort_keys=True))
     lines = gbnf.splitlines()
     if _JSON_CHAR not in lines:  # a llama-cpp-python that writes its string rule otherwise
         warnings.warn("tool-call grammar: strings may hold '</' (unknown char rule)", stacklevel=2)
-    return "\n".join(_TAG_SAFE_CHAR if line == _JSON_CHAR else line for line in lines)
+    out = []
+    for line in lines:
+        if line == _JSON_CHAR:
+            line = _TAG_SAFE_CHAR
+        elif line.startswith("root ::= "):
+            out.append(f'root ::= call-body "{prompt_format.TOOL_CLOSE}"')
+            line = "call-body ::= " + line.removeprefix("root ::= ")
+        out.append(line)
+    return "\n".join(out)
 
 
 def _grammar_for(schema: dict[str, Any]) -> Any:
