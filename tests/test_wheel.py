@@ -67,6 +67,10 @@ def test_the_wheel_installs_only_thau(wheel: Path) -> None:
         "thau/train/presets/smollm2-135m.yaml",
         "thau/modelfiles/thau-135m.Modelfile",
         "thau/chat/data/thau-135m-lora.gguf",
+        "thau/train/presets/gemma3-270m.yaml",
+        "thau/modelfiles/thau-270m.Modelfile",
+        "thau/chat/data/thau-270m-lora.gguf",
+        "thau/chat/data/thau-270m-lora.NOTICE",
     ):
         assert data in names, data
     entry_points = next(n for n in names if n.endswith("entry_points.txt"))

@@ -56,6 +56,18 @@ BY_SIZE = {b.size: b for b in PACKAGED.values()}
 BY_MODEL_NAME = {b.model_name: b for b in PACKAGED.values()}
 
 
+def is_installed(base: PackagedBase) -> bool:
+    """Whether the package that carries ``base`` is installed."""
+    return importlib.util.find_spec(base.package) is not None
+
+
+def default_embedded_base() -> PackagedBase:
+    """The base ``thau-chat --backend embedded`` runs when no ``--model`` is given:
+    thau-270m (Gemma 3 270M) where ``thau[gemma]`` is installed, since it did better on the
+    development set (docs/default-adapter.md), else thau-135m (SmolLM2-135M)."""
+    return GEMMA3_270M if is_installed(GEMMA3_270M) else SMOLLM2
+
+
 def models_dir() -> Path:
     """Where assembled bases are kept: ``<data dir>/models``."""
     return data_dir() / "models"

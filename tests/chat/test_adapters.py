@@ -90,7 +90,7 @@ def test_a_version_without_gguf_or_broken_files_fall_back_with_a_reason(tmp_path
     svc.close()
     choice = choose_adapter(None, None, data_dir())
     assert choice.path == SHIPPED and "thau-135m-v1 has no GGUF adapter" in choice.note
-    note = create_backend(load_settings(backend="embedded")).note
+    note = create_backend(load_settings(backend="embedded", model="thau-135m")).note
     assert "not the promoted version: thau-135m-v1 has no GGUF adapter" in note
 
     for broken in ("{not json", "[]", '{"current": 1, "versions": [{"number": 1}]}'):
@@ -106,21 +106,21 @@ def test_forcing_the_shipped_adapter_where_none_ships(monkeypatch: pytest.Monkey
 
 
 def test_the_backend_says_which_adapter(service: TrainingService) -> None:
-    note = create_backend(load_settings(backend="embedded")).note
+    note = create_backend(load_settings(backend="embedded", model="thau-135m")).note
     assert note.endswith("adapter: thau-135m-lora.gguf (shipped).")
     version = promote(service)
-    selection = create_backend(load_settings(backend="embedded"))
+    selection = create_backend(load_settings(backend="embedded", model="thau-135m"))
     assert "SmolLM2" in selection.note and ", adapter: thau-135m-v1 (promoted 20" in selection.note
     assert selection.backend.adapter_path == service.version_folder(version) / "adapter.gguf"
-    forced = create_backend(load_settings(backend="embedded", adapter="shipped"))
+    forced = create_backend(load_settings(backend="embedded", model="thau-135m", adapter="shipped"))
     assert forced.backend.adapter_path == SHIPPED
-    base = create_backend(load_settings(backend="embedded", adapter="none"))
+    base = create_backend(load_settings(backend="embedded", model="thau-135m", adapter="none"))
     assert base.backend.adapter_path is None and "adapter" not in base.note
 
 
 def test_a_promotion_is_picked_up_at_clear_not_before(service: TrainingService) -> None:
     console = Console(record=True, width=400, file=io.StringIO())
-    settings = load_settings(backend="embedded")
+    settings = load_settings(backend="embedded", model="thau-135m")
     repl = ChatRepl(settings, console, PlainReader(), registry=make_registry())
     assert repl.connect()
     assert repl.session is not None
@@ -147,7 +147,7 @@ def test_a_promotion_is_picked_up_at_clear_not_before(service: TrainingService) 
 
 def test_forced_adapters_ignore_promotions(service: TrainingService) -> None:
     console = Console(file=io.StringIO())
-    settings = load_settings(backend="embedded", adapter="shipped")
+    settings = load_settings(backend="embedded", model="thau-135m", adapter="shipped")
     repl = ChatRepl(settings, console, PlainReader(), registry=make_registry())
     assert repl.connect()
     first = repl.session

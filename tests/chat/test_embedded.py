@@ -97,7 +97,8 @@ def oneshot(tmp_path: Path, *args: str) -> dict:
         "XDG_DATA_HOME": str(tmp_path / "d"),
         "XDG_CONFIG_HOME": str(tmp_path / "c"),
     }
-    cmd = [sys.executable, "-m", "thau.chat", "--backend", "embedded", "--temperature", "0"]
+    cmd = [sys.executable, "-m", "thau.chat", "--backend", "embedded", "--model", "thau-135m"]
+    cmd += ["--temperature", "0"]
     result = subprocess.run(
         [*cmd, "--json", *args], capture_output=True, text=True, env=env, timeout=600
     )

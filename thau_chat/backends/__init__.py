@@ -27,29 +27,26 @@ def _ollama_host(settings: Settings) -> str:
     return settings.host or os.environ.get("OLLAMA_HOST") or DEFAULT_OLLAMA_HOST
 
 
-def _embedded_base(settings: Settings) -> Path | None:
-    """The GGUF the settings name (a path, or ``thau-<size>`` of a packaged base), or
-    ``None`` for the default base."""
-    from thau.base_models import BY_MODEL_NAME, DEFAULT_BASE, packaged_base_path
+def _embedded_base(settings: Settings) -> Path:
+    """The GGUF the settings name (a path, or ``thau-<size>`` of a packaged base), else
+    the embedded default (:func:`thau.base_models.default_embedded_base`)."""
+    from thau.base_models import BY_MODEL_NAME, default_embedded_base, packaged_base_path
 
-    model = settings.model
-    packaged = BY_MODEL_NAME.get((model or "").split(":")[0])
-    if packaged is not None:  # thau-270m: the Gemma base; thau-135m: the default
-        return None if packaged.name == DEFAULT_BASE else packaged_base_path(packaged.name)
-    if model and not (model.endswith(".gguf") or Path(model).expanduser().is_file()):
-        model = None  # a server model name means nothing to llama.cpp
-    return Path(model).expanduser() if model else None
+    model = settings.model or ""
+    packaged = BY_MODEL_NAME.get(model.split(":")[0])
+    if model.endswith(".gguf") or (packaged is None and Path(model).expanduser().is_file()):
+        return Path(model).expanduser()
+    # a server model name other than thau-<size> means nothing to llama.cpp
+    return packaged_base_path((packaged or default_embedded_base()).name)
 
 
 def _embedded(settings: Settings) -> Backend:
     from thau.chat.adapters import choose_adapter
-    from thau.chat.backends.embedded import EmbeddedBackend, default_model_path
+    from thau.chat.backends.embedded import EmbeddedBackend
 
     path = _embedded_base(settings)
     choice = choose_adapter(settings.adapter, path, settings.data_dir)
-    return EmbeddedBackend(
-        path or default_model_path(), n_ctx=min(settings.num_ctx, 8192), adapter_choice=choice
-    )
+    return EmbeddedBackend(path, n_ctx=min(settings.num_ctx, 8192), adapter_choice=choice)
 
 
 def _using(backend: Backend, lead: str = "Using") -> str:

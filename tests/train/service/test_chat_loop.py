@@ -139,7 +139,7 @@ def test_fix_in_chat_trains_a_version_the_next_chat_loads(
     gguf = service.version_folder(v1) / "adapter.gguf"
 
     # a new chat loads the promoted adapter, says so, and /model shows its file
-    chat, said = start_chat(tmp_path, "--backend", "embedded")
+    chat, said = start_chat(tmp_path, "--backend", "embedded", "--model", "thau-135m")
     assert "adapter: thau-135m-v1 (promoted 20" in one_line(said)
     chat.say("/model")
     shown = "".join(ANSI.sub("", chat.prompt()).split())
@@ -147,7 +147,16 @@ def test_fix_in_chat_trains_a_version_the_next_chat_loads(
     assert chat.finish() == 0
 
     # ...and so does the one-shot, whose JSON names the file and the version
-    cmd = [thau_chat(), "--backend", "embedded", "--temperature", "0", "--json"]
+    cmd = [
+        thau_chat(),
+        "--backend",
+        "embedded",
+        "--model",
+        "thau-135m",
+        "--temperature",
+        "0",
+        "--json",
+    ]
     done = subprocess.run(
         [*cmd, "--message", "Hola"],
         capture_output=True,
@@ -173,9 +182,11 @@ def test_fix_in_chat_trains_a_version_the_next_chat_loads(
     assert refused.metrics["decision_accuracy"] == 1.0  # dev alone would have promoted it
     service.close()
 
-    chat, said = start_chat(tmp_path, "--backend", "embedded")
+    chat, said = start_chat(tmp_path, "--backend", "embedded", "--model", "thau-135m")
     assert "adapter: thau-135m-v1 (promoted" in one_line(said)
     assert chat.finish() == 0
-    chat, said = start_chat(tmp_path, "--backend", "embedded", "--adapter", "shipped")
+    chat, said = start_chat(
+        tmp_path, "--backend", "embedded", "--model", "thau-135m", "--adapter", "shipped"
+    )
     assert "adapter: thau-135m-lora.gguf (shipped)" in one_line(said)
     assert chat.finish() == 0
