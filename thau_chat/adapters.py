@@ -120,26 +120,28 @@ def promoted_adapter(base: Path | None, data_dir: Path) -> AdapterChoice | None:
     return AdapterChoice(gguf, "promoted", name, version.get("created"))
 
 
-def choose_adapter(requested: str | None, base: Path | None, data_dir: Path) -> AdapterChoice:
+def choose_adapter(
+    requested: str | None, base: Path | None, data_dir: Path, *, shipped: bool = True
+) -> AdapterChoice:
     """The adapter for ``base`` (None: the default base): ``requested`` (a path,
-    ``shipped`` or ``none``) when given, else the promoted version, else the adapter
-    shipped for that base, else none."""
+    ``shipped`` or ``none``) when given, else the promoted version, else, with
+    ``shipped``, the adapter shipped for that base, else none."""
     if requested == NONE:
         return AdapterChoice(None, "none")
     if requested == SHIPPED:
-        shipped = shipped_adapter(base)
-        if shipped is None:
+        forced = shipped_adapter(base)
+        if forced is None:
             raise ModelNotFound(
                 "No adapter ships for this base; pass --adapter PATH or --adapter none."
             )
-        return AdapterChoice(shipped, "shipped")
+        return AdapterChoice(forced, "shipped")
     if requested:
         return AdapterChoice(Path(requested).expanduser(), "given")
     promoted = promoted_adapter(base, data_dir)
     if promoted is not None and promoted.path is not None:
         return promoted
     note = promoted.note if promoted is not None else ""
-    shipped = shipped_adapter(base)
-    if shipped is not None:
-        return AdapterChoice(shipped, "shipped", note=note)
+    found = shipped_adapter(base) if shipped else None
+    if found is not None:
+        return AdapterChoice(found, "shipped", note=note)
     return AdapterChoice(None, "none", note=note)

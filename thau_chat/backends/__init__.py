@@ -27,25 +27,26 @@ def _ollama_host(settings: Settings) -> str:
     return settings.host or os.environ.get("OLLAMA_HOST") or DEFAULT_OLLAMA_HOST
 
 
-def _embedded_base(settings: Settings) -> Path:
-    """The GGUF the settings name (a path, or ``thau-<size>`` of a packaged base), else
-    the embedded default (:func:`thau.base_models.default_embedded_base`)."""
+def _embedded_base(settings: Settings) -> tuple[Path, bool]:
+    """The GGUF the settings name, and whether it is a packaged THAU model: ``thau-<size>``,
+    or the embedded default (:func:`thau.base_models.default_embedded_base`) when no model
+    is named. A GGUF named by its path runs bare unless an adapter is asked for."""
     from thau.base_models import BY_MODEL_NAME, default_embedded_base, packaged_base_path
 
     model = settings.model or ""
     packaged = BY_MODEL_NAME.get(model.split(":")[0])
     if model.endswith(".gguf") or (packaged is None and Path(model).expanduser().is_file()):
-        return Path(model).expanduser()
+        return Path(model).expanduser(), False
     # a server model name other than thau-<size> means nothing to llama.cpp
-    return packaged_base_path((packaged or default_embedded_base()).name)
+    return packaged_base_path((packaged or default_embedded_base()).name), True
 
 
 def _embedded(settings: Settings) -> Backend:
     from thau.chat.adapters import choose_adapter
     from thau.chat.backends.embedded import EmbeddedBackend
 
-    path = _embedded_base(settings)
-    choice = choose_adapter(settings.adapter, path, settings.data_dir)
+    path, packaged = _embedded_base(settings)
+    choice = choose_adapter(settings.adapter, path, settings.data_dir, shipped=packaged)
     return EmbeddedBackend(path, n_ctx=min(settings.num_ctx, 8192), adapter_choice=choice)
 
 
@@ -63,7 +64,8 @@ def adapter_outdated(settings: Settings, backend: Backend) -> bool:
         return False
     from thau.chat.adapters import choose_adapter
 
-    choice = choose_adapter(settings.adapter, _embedded_base(settings), settings.data_dir)
+    path, packaged = _embedded_base(settings)
+    choice = choose_adapter(settings.adapter, path, settings.data_dir, shipped=packaged)
     return choice.path != getattr(backend, "adapter_path", None)
 
 

@@ -146,7 +146,8 @@ class EmbeddedBackend:
     def template(self) -> prompt_format.ChatTemplate:
         """The base's chat template, by the GGUF's ``general.architecture``."""
         if self._template is None:
-            arch = self.llm.metadata.get("general.architecture")
+            metadata = getattr(self.llm, "metadata", None) or {}
+            arch = metadata.get("general.architecture")
             self._template = prompt_format.template_for(arch)
         return self._template
 
