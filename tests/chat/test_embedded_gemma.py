@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -114,3 +115,21 @@ def test_one_shot_runs_code_and_answers_from_its_output() -> None:
     assert call["name"] == "code_execution" and call["ok"]
     assert call["result"]["stdout"] == "42\n"
     assert doc["answer"]
+
+
+def test_the_evaluator_runs_thau_270m_by_name(tmp_path: Path) -> None:
+    """``thau-train eval --model thau-270m``: the same backend the chat builds."""
+    from thau.resources import datasets_dir
+
+    lines = (datasets_dir() / "eval" / "dev.jsonl").read_text("utf-8").splitlines()
+    cases = tmp_path / "cases.jsonl"
+    cases.write_text("\n".join([lines[0], lines[-1]]) + "\n", "utf-8")
+    cmd = [sys.executable, "-m", "thau.train", "eval", "--backend", "embedded"]
+    cmd += ["--model", "thau-270m", "--cases", str(cases), "--threads", "2", "--json", "-q"]
+    done = subprocess.run(
+        cmd, capture_output=True, text=True, timeout=600, env=dict(os.environ), check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert "gemma-3-270m-q4_k_m.gguf, adapter: thau-270m-lora.gguf (shipped)" in done.stderr
+    report = json.loads(done.stdout)
+    assert report["n"] == 2 and report["json_valid_rate"] in (None, 1.0)

@@ -62,8 +62,13 @@ class Child:
         self.data = data
 
     def expect(self, pattern: str, timeout: float = TIMEOUT) -> str:
-        """Wait for ``pattern`` on the screen; returns what came before, without escapes."""
-        self.proc.expect_exact(pattern, timeout=timeout)
+        """Wait for ``pattern`` on the screen; returns what came before, without escapes.
+        On a timeout the error shows the whole screen so far."""
+        try:
+            self.proc.expect_exact(pattern, timeout=timeout)
+        except pexpect.TIMEOUT:
+            screen = ANSI.sub("", str(self.proc.before)).replace("\r", "")
+            raise AssertionError(f"{pattern!r} never appeared; the screen:\n{screen}") from None
         return ANSI.sub("", str(self.proc.before)).replace("\r", "")
 
     def prompt(self) -> str:
@@ -202,7 +207,7 @@ def test_ctrl_c_stops_a_slow_answer_and_keeps_both_turns(
     fake_ollama.script(slow, ["quick answer"])
     chat = spawn(fake_ollama.url)
     chat.say("tell me slowly")
-    chat.expect("start")
+    chat.expect("slow start")  # the reply itself ("start" alone also matches an error's "start it")
     chat.proc.sendcontrol("c")
     chat.expect("[interrupted]")
     chat.prompt()
