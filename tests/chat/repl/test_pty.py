@@ -11,6 +11,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -89,6 +90,13 @@ class Child:
         return [json.loads(p.read_text("utf-8")) for p in paths]
 
 
+def default_sigint() -> None:
+    """In the child: Ctrl-C interrupts, as in a terminal, even when the test run itself was
+    started in the background (a shell without job control starts those ignoring SIGINT,
+    and the ignoring is inherited)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 @pytest.fixture
 def spawn(
     tmp_path: Path, plugin_dir: Path, no_proxy_for_localhost: None
@@ -130,6 +138,7 @@ def spawn(
             encoding="utf-8",
             codec_errors="replace",
             timeout=TIMEOUT,
+            preexec_fn=default_sigint,
         )
         child = Child(proc, tmp_path / "data")
         children.append(child)
