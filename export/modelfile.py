@@ -2,11 +2,11 @@
 
 ``SYSTEM`` is :func:`thau.prompt_format.system_prompt` (short style) for the
 registry's tools; ``TEMPLATE`` renders system, user, assistant and tool messages
-exactly as :func:`~thau.prompt_format.render_chatml` does, and carries ``.Tools``
-and ``.ToolCalls`` blocks so that Ollama's native tool API works with the same text
-protocol (tool calls in the history become ``<TOOL:name>{json}</TOOL>``).
+exactly as :func:`~thau.prompt_format.render_chat` does in the preset's chat template,
+and carries ``.Tools`` and ``.ToolCalls`` blocks so that Ollama's native tool API works
+with the same text protocol (tool calls in the history become ``<TOOL:name>{json}</TOOL>``).
 
-Where Ollama's rendering can differ from ``render_chatml`` (see docs/export.md):
+Where Ollama's rendering can differ from ``render_chat`` (see docs/export.md):
 Ollama merges consecutive messages of the same role (except ``tool``) with a blank
 line, and prints native tool-call arguments with Go's JSON encoder, which escapes
 ``<``, ``>`` and ``&`` as ``\\u003c`` etc.

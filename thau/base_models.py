@@ -141,6 +141,17 @@ def _assembled(base: PackagedBase, file_name: str, sha256: str) -> Path:
     return target
 
 
+def packaged_file(base: PackagedBase) -> Path | None:
+    """Where the GGUF of ``base`` is, or will be once assembled; ``None`` when its package
+    is not installed. Neither assembles nor hashes: for telling files apart cheaply."""
+    if base.file_name:
+        return models_dir() / base.file_name if is_installed(base) else None
+    try:
+        return _package_gguf(base)
+    except ModelNotFound:
+        return None
+
+
 def packaged_base_path(name: str = DEFAULT_BASE) -> Path:
     """The GGUF of the packaged base ``name`` (assembled and checked on first use)."""
     base = PACKAGED.get(name)

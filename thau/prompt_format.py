@@ -65,7 +65,6 @@ CHATML = ChatTemplate("chatml", IM_START, IM_END)
 # user and model turns, THAU adds system and tool turns written the same way
 GEMMA = ChatTemplate("gemma", "<start_of_turn>", "<end_of_turn>", {"assistant": "model"}, True)
 TEMPLATES = {t.name: t for t in (CHATML, GEMMA)}
-STOP_SEQUENCES = CHATML.stops[:1]
 
 
 def template_for(architecture: str | None) -> ChatTemplate:

@@ -55,14 +55,12 @@ def _default_base() -> Path | None:
 
 
 def _packaged_path(size: str) -> Path | None:
-    """The GGUF of the packaged base of ``thau-<size>``, when it is installed."""
-    from thau.base_models import BY_SIZE, packaged_base_path
+    """Where the packaged base of ``thau-<size>`` lives, when it is installed (found
+    without assembling or hashing it: only compared with other paths here)."""
+    from thau.base_models import BY_SIZE, packaged_file
 
     packaged = BY_SIZE.get(size)
-    try:
-        return packaged_base_path(packaged.name) if packaged else None
-    except ModelNotFound:
-        return None
+    return packaged_file(packaged) if packaged else None
 
 
 def shipped_adapter(base: Path | None) -> Path | None:

@@ -155,3 +155,18 @@ def test_forced_adapters_ignore_promotions(service: TrainingService) -> None:
     commands.dispatch(repl, "/clear")
     assert repl.session is first
     assert json.loads(service.paths.state.read_text("utf-8"))["current"] == 1
+
+
+def test_telling_bases_apart_never_assembles_gemma(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Looking for the adapter of another GGUF compares paths only: the 253 MB Gemma base
+    is not assembled (nor hashed) on the way."""
+    other = tmp_path / "other.gguf"
+    other.write_bytes(b"GGUF")
+    models = tmp_path / "models"
+    monkeypatch.setattr("thau.base_models.models_dir", lambda: models)
+    assert choose_adapter(None, other, data_dir(), shipped=True).path is None
+    with pytest.raises(ModelNotFound, match="No adapter ships for this base"):
+        choose_adapter("shipped", other, data_dir())
+    assert not models.exists()
