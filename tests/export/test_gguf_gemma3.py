@@ -4,10 +4,7 @@ and the export's own GGUF reader must rebuild the transformers model."""
 
 from __future__ import annotations
 
-import random
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import gguf
 import numpy as np
@@ -22,14 +19,21 @@ from tests.export.tiny_gemma3 import (
     tiny_gemma3,
     write_gguf_base,
 )
-from tests.export.tiny_llama import add_lora, agreement, cpp_logits, hf_logits, load_cpp
+from tests.export.tiny_llama import (
+    CPP_NAMES,
+    Tiny,
+    agreement,
+    build_tiny,
+    cpp_logits,
+    hf_logits,
+    load_cpp,
+)
 from thau.export.fidelity import chat_ids, compare, compare_merged, hf_model_from_gguf
 from thau.export.gguf_adapter import export_adapter
 from thau.export.gguf_file import GGUFFile
 from thau.export.gguf_merge import export_merged_gguf
 from thau.prompt_format import CHATML, GEMMA, template_for
 
-CPP_NAMES = ["attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down"]
 CHAT = [
     {"role": "system", "content": "You are THAU."},
     {"role": "user", "content": "the rain in"},
@@ -37,31 +41,11 @@ CHAT = [
 ]
 
 
-@dataclass
-class Tiny:
-    folder: Path
-    base: Path  # F32 GGUF
-    adapter_dir: Path  # peft save_pretrained
-    adapter: Path  # exported GGUF LoRA
-    peft_model: Any
-    sequences: list[list[int]]
-    hf: list[np.ndarray]  # transformers + peft logits
-    cpp: list[np.ndarray]  # llama.cpp base + GGUF adapter logits
-
-
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory: pytest.TempPathFactory) -> Tiny:
     folder = tmp_path_factory.mktemp("tiny-gemma3")
-    base = write_gguf_base(tiny_gemma3(), folder / "base.gguf")
-    peft_model = add_lora(tiny_gemma3(), folder / "adapter")
-    adapter = export_adapter(folder / "adapter", base, folder / "lora.gguf").path
-    rng = random.Random(7)
-    sequences = [[rng.randrange(VOCAB) for _ in range(64)] for _ in range(4)]
-    llm = load_cpp(base, adapter)
-    sequences.append(llm.tokenize(b"<start_of_turn>user\nthe rain in<end_of_turn>\n", special=True))
-    hf = [hf_logits(peft_model, s) for s in sequences]
-    cpp = [cpp_logits(llm, s) for s in sequences]
-    return Tiny(folder, base, folder / "adapter", adapter, peft_model, sequences, hf, cpp)
+    chat = b"<start_of_turn>user\nthe rain in<end_of_turn>\n"
+    return build_tiny(folder, tiny_gemma3, write_gguf_base, VOCAB, chat)
 
 
 def test_base_layout_is_llama_cpp_s(tiny: Tiny, tmp_path: Path) -> None:

@@ -3,21 +3,21 @@ llama-cpp-python) must compute what transformers + peft compute, position by pos
 
 from __future__ import annotations
 
-import random
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import gguf
 import numpy as np
 import pytest
 
 from tests.export.tiny_llama import (
+    CPP_NAMES,
     LAYERS,
     TARGETS,
     VOCAB,
+    Tiny,
     add_lora,
     agreement,
+    build_tiny,
     cpp_logits,
     hf_logits,
     load_cpp,
@@ -30,34 +30,12 @@ from thau.export.gguf_adapter import export_adapter
 from thau.export.gguf_file import GGUFFile
 from thau.export.gguf_merge import export_merged_gguf, export_merged_safetensors
 
-CPP_NAMES = ["attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down"]
-
-
-@dataclass
-class Tiny:
-    folder: Path
-    base: Path  # F32 GGUF
-    adapter_dir: Path  # peft save_pretrained
-    adapter: Path  # exported GGUF LoRA
-    peft_model: Any
-    sequences: list[list[int]]
-    hf: list[np.ndarray]  # transformers + peft logits
-    cpp: list[np.ndarray]  # llama.cpp base + GGUF adapter logits
-
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory: pytest.TempPathFactory) -> Tiny:
     folder = tmp_path_factory.mktemp("tiny")
-    base = write_gguf_base(tiny_llama(), folder / "base.gguf")
-    peft_model = add_lora(tiny_llama(), folder / "adapter")
-    adapter = export_adapter(folder / "adapter", base, folder / "lora.gguf").path
-    rng = random.Random(7)
-    sequences = [[rng.randrange(VOCAB) for _ in range(64)] for _ in range(4)]
-    llm = load_cpp(base, adapter)
-    sequences.append(llm.tokenize(b"<|im_start|>user\nthe rain in<|im_end|>\n", special=True))
-    hf = [hf_logits(peft_model, s) for s in sequences]
-    cpp = [cpp_logits(llm, s) for s in sequences]
-    return Tiny(folder, base, folder / "adapter", adapter, peft_model, sequences, hf, cpp)
+    chat = b"<|im_start|>user\nthe rain in<|im_end|>\n"
+    return build_tiny(folder, tiny_llama, write_gguf_base, VOCAB, chat)
 
 
 def test_base_layout_is_llama_cpp_s(tiny: Tiny) -> None:

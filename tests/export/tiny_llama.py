@@ -4,6 +4,9 @@ teacher-forced logits from transformers and from llama-cpp-python."""
 
 from __future__ import annotations
 
+import random
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +20,7 @@ VOCAB = len(SPECIALS) + 256 + len(MERGES)
 HEADS = 4
 KV_HEADS = 2
 LAYERS = 2
+CPP_NAMES = ["attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down"]
 TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 CHAT_TEMPLATE = (
     "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\\n' + "
@@ -184,3 +188,41 @@ def agreement(left: list[np.ndarray], right: list[np.ndarray]) -> tuple[float, f
     total = sum(len(a) for a in left)
     gap = max(float(np.abs(a - b).max()) for a, b in zip(left, right, strict=True))
     return same / total, gap
+
+
+@dataclass
+class Tiny:
+    """A tiny base as a GGUF, a random peft LoRA on it exported as a GGUF LoRA, and the
+    logits of both runtimes on the same token sequences."""
+
+    folder: Path
+    base: Path  # F32 GGUF
+    adapter_dir: Path  # peft save_pretrained
+    adapter: Path  # exported GGUF LoRA
+    peft_model: Any
+    sequences: list[list[int]]
+    hf: list[np.ndarray]  # transformers + peft logits
+    cpp: list[np.ndarray]  # llama.cpp base + GGUF adapter logits
+
+
+def build_tiny(
+    folder: Path,
+    new_model: Callable[[], Any],
+    write_base: Callable[[Any, Path], Path],
+    vocab: int,
+    chat: bytes,
+) -> Tiny:
+    """:class:`Tiny` for ``new_model`` (called twice: the base, and the model the LoRA
+    goes on) on four random sequences of ``vocab`` ids and the tokens of ``chat``."""
+    from thau.export.gguf_adapter import export_adapter
+
+    base = write_base(new_model(), folder / "base.gguf")
+    peft_model = add_lora(new_model(), folder / "adapter")
+    adapter = export_adapter(folder / "adapter", base, folder / "lora.gguf").path
+    rng = random.Random(7)
+    sequences = [[rng.randrange(vocab) for _ in range(64)] for _ in range(4)]
+    llm = load_cpp(base, adapter)
+    sequences.append(llm.tokenize(chat, special=True))
+    hf = [hf_logits(peft_model, s) for s in sequences]
+    cpp = [cpp_logits(llm, s) for s in sequences]
+    return Tiny(folder, base, folder / "adapter", adapter, peft_model, sequences, hf, cpp)
